@@ -1,0 +1,168 @@
+/**
+ * Builds a running client or server from a checked config and a `Platform`
+ * (the real kernel in `main.ts`, fakes in tests). Whatever fails half-way is
+ * undone before the error leaves, so nothing half-configured stays behind.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { ClientRole } from "./client.ts";
+import type { ClientConfig, CommonConfig, ServerConfig } from "./config.ts";
+import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
+import { UserError } from "./errors.ts";
+import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
+import { ServerRole } from "./server.ts";
+import { type Counters, Transport } from "./transport.ts";
+import { type Role, Tunnel } from "./tunnel.ts";
+
+const log = getLogger(["tuxburst"]);
+
+/** Everything the tunnel needs from the operating system. */
+export interface Platform {
+  openTun(options: { name: string; address: string; prefixLength: number; mtu: number }): Tun;
+  openUdp(options: { family: 4 | 6; device?: string; bind?: Endpoint }): UdpSocket;
+  addDefaultRoute(options: { device: string; gateway: string; metric: number }): void;
+  createReactor(): Reactor;
+  /** Resolves a DNS name to an IP address; IP literals never reach it. */
+  resolveHost(host: string): Promise<string>;
+  clock: Clock;
+}
+
+/** A started tunnel: `done` settles when it has stopped and released everything. */
+export interface Running {
+  readonly tunnel: Tunnel;
+  readonly role: Role;
+  readonly counters: Counters;
+  readonly done: Promise<void>;
+  stop(): void;
+}
+
+/** How often the drop counters are logged, when they changed. */
+const STATS_INTERVAL_MS = 60_000;
+
+/**
+ * Starts the client: uplink sockets, TUN, default route, then the loop.
+ *
+ * @example
+ * ```ts
+ * const running = await startClient(await loadConfig("client.toml", "client"), kernelPlatform);
+ * Deno.addSignalListener("SIGINT", () => running.stop());
+ * await running.done;
+ * ```
+ */
+export async function startClient(config: ClientConfig, platform: Platform): Promise<Running> {
+  const server = new Endpoint(await resolveServer(config, platform), config.serverPort);
+  const transport = new Transport();
+  const role = await ClientRole.create({
+    server,
+    interfaces: config.interfaces,
+    keepaliveMs: config.keepaliveMs,
+    psk: config.key,
+    transport,
+    openUplink: (name) => platform.openUdp({ family: server.family, device: name }),
+  }, platform.clock.now());
+  return withCleanup([() => role.close()], (undo) => {
+    const tun = openTun(platform, config.common);
+    undo.push(() => tun.close());
+    if (config.routes) {
+      platform.addDefaultRoute({ device: tun.name, ...config.routes });
+      log.info("default route via {gateway} dev {device} metric {metric}", {
+        gateway: config.routes.gateway,
+        device: tun.name,
+        metric: config.routes.metric,
+      });
+    }
+    log.info("client started: TUN {tun} {address}/{prefix}, server {server}, uplinks {uplinks}", {
+      tun: tun.name,
+      address: config.common.tunAddress,
+      prefix: config.common.tunPrefixLength,
+      server: server.key,
+      uplinks: config.interfaces.join(", "),
+    });
+    return run(tun, role, transport, platform);
+  });
+}
+
+/** Starts the server: the listening socket, TUN, then the loop. */
+export async function startServer(config: ServerConfig, platform: Platform): Promise<Running> {
+  const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
+  const transport = new Transport();
+  return await withCleanup([() => socket.close()], async (undo) => {
+    const role = await ServerRole.create({
+      socket,
+      psk: config.key,
+      pathTimeoutMs: config.pathTimeoutMs,
+      transport,
+    });
+    const tun = openTun(platform, config.common);
+    undo.push(() => tun.close());
+    log.info("server started: TUN {tun} {address}/{prefix}, listening on {listen}", {
+      tun: tun.name,
+      address: config.common.tunAddress,
+      prefix: config.common.tunPrefixLength,
+      listen: config.listen.key,
+    });
+    return run(tun, role, transport, platform);
+  });
+}
+
+function openTun(platform: Platform, common: CommonConfig): Tun {
+  return platform.openTun({
+    name: common.tunName,
+    address: common.tunAddress,
+    prefixLength: common.tunPrefixLength,
+    mtu: common.mtu,
+  });
+}
+
+function run(tun: Tun, role: Role, transport: Transport, platform: Platform): Running {
+  const reactor = platform.createReactor();
+  const tunnel = new Tunnel({ tun, reactor, clock: platform.clock, transport, role });
+  let reported = "";
+  const report = (final: boolean) => {
+    const now = JSON.stringify(transport.counters);
+    if (now === reported && !final) return;
+    reported = now;
+    log.info(final ? "stopped; totals: {counters}" : "counters: {counters}", {
+      counters: { ...transport.counters },
+    });
+  };
+  const timer = setInterval(() => report(false), STATS_INTERVAL_MS);
+  const done = tunnel.run().finally(() => {
+    clearInterval(timer);
+    tun.close();
+    reactor.close();
+    report(true);
+  });
+  return { tunnel, role, counters: transport.counters, done, stop: () => tunnel.stop() };
+}
+
+/** Runs `build`; if it throws, runs the undo steps (newest first) and rethrows. */
+async function withCleanup<T>(
+  undo: Array<() => void>,
+  build: (undo: Array<() => void>) => T | Promise<T>,
+): Promise<T> {
+  try {
+    return await build(undo);
+  } catch (error) {
+    for (const step of undo.reverse()) {
+      try {
+        step();
+      } catch {
+        // Undo the rest anyway; the first error is the one to report.
+      }
+    }
+    throw error;
+  }
+}
+
+async function resolveServer(config: ClientConfig, platform: Platform): Promise<string> {
+  const host = config.serverHost;
+  if (parseIpv4(host) !== undefined || parseIpv6(host) !== undefined) return host;
+  try {
+    return await platform.resolveHost(host);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new UserError(`${config.file}: client.host: cannot resolve "${host}": ${reason}`);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The data path, one for both roles: TUN → encrypt → every path of the peer
+ * (outbound), and every socket → authenticate → first copy → TUN (inbound).
+ * Client and server differ only in their `Role`: which sockets exist, where a
+ * packet goes, and how sessions are made.
+ *
+ * @module
+ */
+import type { Endpoint } from "./endpoint.ts";
+import type { Clock, Reactor, Tun, UdpSocket, Waitable } from "./io.ts";
+import type { Session } from "./session.ts";
+import type { Path, Transport } from "./transport.ts";
+import {
+  decodeProbe,
+  MessageType,
+  parseTransportHeader,
+  type ProbeBody,
+  TRANSPORT_OVERHEAD,
+  type TransportHeader,
+} from "./wire.ts";
+
+/** Packets handled per read burst; crypto of one burst runs concurrently. */
+export const BATCH_SIZE = 64;
+/**
+ * Bursts per source per wake-up before the others get their turn; the next
+ * `poll()` returns at once while data is still waiting, so nothing is lost.
+ */
+const BURSTS_PER_WAKEUP = 4;
+/** Room for any datagram, whatever the MTU. */
+const RECEIVE_BUFFER_SIZE = 65536;
+
+/** Where an outbound packet goes. */
+export interface Destination {
+  session: Session;
+  /** Read when the datagram is ready, so paths learned meanwhile are included. */
+  paths(): Iterable<Path>;
+}
+
+/** What makes a client a client and a server a server. */
+export interface Role {
+  /** The sockets to read; may change between wake-ups (an uplink reappears). */
+  sockets(): readonly UdpSocket[];
+  /** The session an inbound transport message names, if this side knows it. */
+  session(id: number): Session | undefined;
+  /** Where a packet read from the TUN goes; `undefined` drops it (no session yet). */
+  destination(packet: Uint8Array): Destination | undefined;
+  /** An authenticated, first-copy transport message of `session` arrived on this path. */
+  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void;
+  /** A probe of ours came back on this path. */
+  probeAnswered(socket: UdpSocket, body: ProbeBody, now: number): void;
+  /**
+   * A datagram that is not a transport message of a known session
+   * (handshakes, or transport for a session this side lost). `datagram` is
+   * the role's own copy.
+   */
+  control(datagram: Uint8Array, socket: UdpSocket, from: Endpoint, now: number): Promise<void>;
+  /** Timers (probes, retries, expiry); returns the time it wants to run again. */
+  tick(now: number): Promise<number>;
+  /** Called once when the tunnel stops. */
+  close(): void;
+}
+
+interface Candidate {
+  datagram: Uint8Array;
+  header: TransportHeader;
+  session: Session;
+  socket: UdpSocket;
+  from: Endpoint;
+}
+
+/**
+ * Runs the loop until `stop()`.
+ *
+ * @example
+ * ```ts
+ * const tunnel = new Tunnel({ tun, reactor, clock, transport, role });
+ * Deno.addSignalListener("SIGTERM", () => tunnel.stop());
+ * await tunnel.run();
+ * ```
+ */
+export class Tunnel {
+  readonly #tun: Tun;
+  readonly #reactor: Reactor;
+  readonly #clock: Clock;
+  readonly #transport: Transport;
+  readonly #role: Role;
+  readonly #buffers: Uint8Array[];
+  #stopped = false;
+
+  constructor(
+    options: { tun: Tun; reactor: Reactor; clock: Clock; transport: Transport; role: Role },
+  ) {
+    this.#tun = options.tun;
+    this.#reactor = options.reactor;
+    this.#clock = options.clock;
+    this.#transport = options.transport;
+    this.#role = options.role;
+    const size = Math.max(RECEIVE_BUFFER_SIZE, options.tun.mtu + TRANSPORT_OVERHEAD);
+    this.#buffers = Array.from({ length: BATCH_SIZE }, () => new Uint8Array(size));
+  }
+
+  /** Ends `run()` soon; safe from a signal handler. */
+  stop(): void {
+    this.#stopped = true;
+    this.#reactor.wake();
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  async run(): Promise<void> {
+    try {
+      let deadline = await this.#role.tick(this.#clock.now());
+      while (!this.#stopped) {
+        const sources: Waitable[] = [this.#tun, ...this.#role.sockets()];
+        await this.#reactor.wait(sources, Math.max(0, deadline - this.#clock.now()));
+        if (this.#stopped) break;
+        await this.#outbound();
+        await this.#inbound();
+        deadline = await this.#role.tick(this.#clock.now());
+      }
+    } finally {
+      this.#role.close();
+    }
+  }
+
+  /** TUN → seal once → send the same datagram over every path of the peer. */
+  async #outbound(): Promise<void> {
+    for (let burst = 0; burst < BURSTS_PER_WAKEUP; burst++) {
+      const sealing: Promise<Uint8Array | undefined>[] = [];
+      const destinations: Destination[] = [];
+      let read = 0;
+      while (read < BATCH_SIZE) {
+        const buffer = this.#buffers[read];
+        const length = this.#tun.read(buffer);
+        if (length === null) break;
+        read++;
+        if (length === 0) continue;
+        const packet = buffer.subarray(0, length);
+        const destination = this.#role.destination(packet);
+        if (!destination) {
+          this.#transport.counters.noRoute++; // no session yet: TCP will retry
+          continue;
+        }
+        this.#transport.counters.outboundPackets++;
+        // WebCrypto copies the plaintext when called, so the buffer is free again at once.
+        sealing.push(this.#transport.seal(destination.session, MessageType.Data, packet));
+        destinations.push(destination);
+      }
+      // Crypto finishes in any order on worker threads; send in TUN order, or TCP sees reordering.
+      const datagrams = await Promise.all(sealing);
+      for (let i = 0; i < datagrams.length; i++) {
+        const datagram = datagrams[i];
+        if (datagram) this.#transport.sendAll(datagram, destinations[i].paths());
+      }
+      if (read < BATCH_SIZE) return;
+    }
+  }
+
+  /** Every socket → parse → drop duplicates before crypto → open → first copy to the TUN. */
+  async #inbound(): Promise<void> {
+    for (const socket of this.#role.sockets()) {
+      for (let burst = 0; burst < BURSTS_PER_WAKEUP; burst++) {
+        const candidates: Candidate[] = [];
+        const control: Promise<void>[] = [];
+        let read = 0;
+        while (read < BATCH_SIZE) {
+          const buffer = this.#buffers[read];
+          const received = socket.receive(buffer);
+          if (received === null) break;
+          read++;
+          const datagram = buffer.subarray(0, received.length);
+          const header = parseTransportHeader(datagram);
+          const session = header && this.#role.session(header.session);
+          if (!header || !session) {
+            control.push(
+              this.#role.control(datagram.slice(), socket, received.from, this.#clock.now()),
+            );
+            continue;
+          }
+          if (!session.window.check(header.counter)) {
+            this.#transport.counters.duplicates++; // a later copy: the first was delivered
+            continue;
+          }
+          candidates.push({ datagram, header, session, socket, from: received.from });
+        }
+        await Promise.all([this.#openAndDeliver(candidates), ...control]);
+        if (read < BATCH_SIZE) break;
+      }
+    }
+  }
+
+  /**
+   * Decrypts each (session, counter) once: copies of one packet that arrived
+   * in the same burst wait for a later round and are tried only if the first
+   * copy failed to authenticate (a forgery must not hide the real packet).
+   */
+  async #openAndDeliver(candidates: Candidate[]): Promise<void> {
+    let pending = candidates;
+    while (pending.length > 0) {
+      const round: Candidate[] = [];
+      const later: Candidate[] = [];
+      const inRound = new Map<Session, Set<number>>();
+      for (const candidate of pending) {
+        let counters = inRound.get(candidate.session);
+        if (!counters) inRound.set(candidate.session, counters = new Set());
+        if (counters.has(candidate.header.counter)) {
+          later.push(candidate);
+        } else {
+          counters.add(candidate.header.counter);
+          round.push(candidate);
+        }
+      }
+      const opened = await Promise.all(
+        round.map((c) => this.#transport.open(c.session, c.header.counter, c.datagram)),
+      );
+      const replies: Promise<void>[] = [];
+      const now = this.#clock.now();
+      for (let i = 0; i < round.length; i++) {
+        const candidate = round[i];
+        const plaintext = opened[i];
+        if (plaintext === null) {
+          this.#transport.counters.badAuth++; // forged, corrupted or another key
+          continue;
+        }
+        if (!candidate.session.window.accept(candidate.header.counter)) {
+          this.#transport.counters.duplicates++;
+          continue;
+        }
+        const reply = this.#deliver(candidate, plaintext, now);
+        if (reply) replies.push(reply);
+      }
+      await Promise.all(replies);
+      pending = later.filter((c) => {
+        if (c.session.window.check(c.header.counter)) return true; // its twin failed: try this copy
+        this.#transport.counters.duplicates++;
+        return false;
+      });
+    }
+  }
+
+  #deliver(candidate: Candidate, plaintext: Uint8Array, now: number): Promise<void> | undefined {
+    const { session, socket, from } = candidate;
+    this.#role.heard(session, socket, from, now);
+    switch (candidate.header.type) {
+      case MessageType.Data:
+        this.#transport.counters.inboundPackets++;
+        if (!this.#tun.write(plaintext)) this.#transport.counters.tunWriteErrors++;
+        return undefined;
+      case MessageType.Probe:
+        // Answer on the path it came from only: the client measures each link.
+        return this.#transport.sealAndSend(session, MessageType.ProbeReply, plaintext, [
+          { socket, endpoint: from },
+        ]);
+      case MessageType.ProbeReply: {
+        const body = decodeProbe(plaintext);
+        if (body) this.#role.probeAnswered(socket, body, now);
+        return undefined;
+      }
+    }
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * In-memory stand-ins for the kernel: a channel TUN, a network of UDP
+ * sockets whose links can drop, duplicate, reorder, delay and corrupt, and a
+ * reactor that wakes when any of them gets data. With these, the real data
+ * path runs in unit tests without root.
+ *
+ * @module
+ */
+import type { Platform } from "../lib/app.ts";
+import { Endpoint } from "../lib/endpoint.ts";
+import { UserError } from "../lib/errors.ts";
+import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+
+/** Wakes every waiting fake reactor; spurious wake-ups are allowed by `Reactor`. */
+class Doorbell {
+  #waiters = new Set<() => void>();
+  ring(): void {
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const wake of waiters) wake();
+  }
+  wait(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(timeoutMs, 2 ** 31 - 1));
+      this.#waiters.add(done);
+    });
+  }
+}
+
+const doorbell = new Doorbell();
+
+export class FakeReactor implements Reactor {
+  #closed = false;
+  wait(_sources: readonly Waitable[], timeoutMs: number): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return doorbell.wait(timeoutMs);
+  }
+  wake(): void {
+    doorbell.ring();
+  }
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+/** A TUN whose "kernel side" is a pair of queues the test drives. */
+export class ChannelTun implements Tun {
+  readonly fd = -1;
+  readonly #toTunnel: Uint8Array[] = [];
+  readonly written: Uint8Array[] = [];
+  #writeWaiters: Array<() => void> = [];
+  closed = false;
+
+  constructor(readonly name = "fake0", readonly mtu = 1400) {}
+
+  /** As if the kernel routed `packet` into the tunnel. */
+  inject(packet: Uint8Array): void {
+    this.#toTunnel.push(packet.slice());
+    doorbell.ring();
+  }
+
+  read(buf: Uint8Array): number | null {
+    const packet = this.#toTunnel.shift();
+    if (!packet) return null;
+    buf.set(packet);
+    return packet.length;
+  }
+
+  write(packet: Uint8Array): boolean {
+    this.written.push(packet.slice());
+    const waiters = this.#writeWaiters;
+    this.#writeWaiters = [];
+    for (const wake of waiters) wake();
+    return true;
+  }
+
+  /** Resolves once at least `count` packets were written, or after `timeoutMs`. */
+  async waitForWritten(count: number, timeoutMs = 3000): Promise<Uint8Array[]> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.written.length < count && performance.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - performance.now()));
+        this.#writeWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.written;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
+
+/** What a link does to the datagrams sent over it; rates are probabilities 0..1. */
+export interface Impairment {
+  /** Everything is dropped (a dead uplink). */
+  down?: boolean;
+  loss?: number;
+  duplicate?: number;
+  /** Held back and delivered after the next datagram. */
+  reorder?: number;
+  /** One random byte flipped. */
+  corrupt?: number;
+  /** One-way delay in milliseconds. */
+  delayMs?: number;
+}
+
+/** A small deterministic PRNG (mulberry32), so impaired runs repeat. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A UDP network in memory: sockets bound to addresses, with per-socket impairment on send. */
+export class FakeNetwork {
+  readonly #bound = new Map<string, FakeSocket>();
+  readonly random: () => number;
+  #nextPort = 50000;
+  /** Every datagram sent, for replay tests: what an on-path attacker records. */
+  readonly captured: Array<{ from: Endpoint; to: Endpoint; data: Uint8Array }> = [];
+
+  constructor(seed = 1) {
+    this.random = seededRandom(seed);
+  }
+
+  /** Opens a socket at `address` (an ephemeral port when `port` is omitted). */
+  open(address: string, port?: number, label = address): FakeSocket {
+    const endpoint = new Endpoint(address, port ?? this.#nextPort++);
+    if (this.#bound.has(endpoint.key)) throw new UserError(`${endpoint.key} is already in use`);
+    const socket = new FakeSocket(this, endpoint, label);
+    this.#bound.set(endpoint.key, socket);
+    return socket;
+  }
+
+  unbind(socket: FakeSocket): void {
+    if (this.#bound.get(socket.address.key) === socket) this.#bound.delete(socket.address.key);
+  }
+
+  /** Delivers as if sent by `from` (no impairment): the attacker's injection. */
+  inject(data: Uint8Array, from: Endpoint, to: Endpoint): void {
+    this.#bound.get(to.key)?.enqueue(data.slice(), from);
+  }
+
+  transmit(from: FakeSocket, data: Uint8Array, to: Endpoint): void {
+    this.captured.push({ from: from.address, to, data: data.slice() });
+    const target = this.#bound.get(to.key);
+    const impairment = from.impairment;
+    if (!target || impairment.down) return;
+    if (impairment.loss && this.random() < impairment.loss) return;
+    const copies = impairment.duplicate && this.random() < impairment.duplicate ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const copy = data.slice();
+      if (impairment.corrupt && this.random() < impairment.corrupt) {
+        copy[Math.floor(this.random() * copy.length)] ^= 1 << Math.floor(this.random() * 8);
+      }
+      if (impairment.reorder && this.random() < impairment.reorder && !from.heldBack) {
+        from.heldBack = { data: copy, to: target };
+        continue;
+      }
+      const deliver = (d: Uint8Array) => {
+        if (impairment.delayMs) {
+          setTimeout(() => target.enqueue(d, from.address), impairment.delayMs);
+        } else target.enqueue(d, from.address);
+      };
+      deliver(copy);
+      const held = from.heldBack;
+      if (held) {
+        from.heldBack = undefined;
+        deliver(held.data);
+      }
+    }
+  }
+}
+
+export class FakeSocket implements UdpSocket {
+  readonly fd = -1;
+  impairment: Impairment = {};
+  heldBack?: { data: Uint8Array; to: FakeSocket };
+  readonly #queue: Array<{ data: Uint8Array; from: Endpoint }> = [];
+  closed = false;
+  sendError: string | null = null;
+
+  constructor(readonly network: FakeNetwork, readonly address: Endpoint, readonly label: string) {}
+
+  enqueue(data: Uint8Array, from: Endpoint): void {
+    if (this.closed) return;
+    this.#queue.push({ data, from });
+    doorbell.ring();
+  }
+
+  receive(buf: Uint8Array): Received | null {
+    const item = this.#queue.shift();
+    if (!item) return null;
+    buf.set(item.data);
+    return { length: item.data.length, from: item.from };
+  }
+
+  send(datagram: Uint8Array, to: Endpoint): string | null {
+    if (this.closed) return "EBADF";
+    if (this.sendError) return this.sendError;
+    this.network.transmit(this, datagram, to);
+    return null;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.network.unbind(this);
+  }
+}
+
+/**
+ * A `Platform` on the fake network. Uplink names map to the client-side
+ * address each socket gets; names not in `uplinks` do not exist.
+ */
+export function fakePlatform(
+  network: FakeNetwork,
+  options: { uplinks?: Record<string, string>; tun?: ChannelTun } = {},
+): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket> } {
+  const tun = options.tun ?? new ChannelTun();
+  const sockets = new Map<string, FakeSocket>();
+  const clock: Clock = { now: () => performance.now() };
+  return {
+    tun,
+    sockets,
+    clock,
+    openTun: () => tun,
+    openUdp: ({ device, bind }) => {
+      if (device !== undefined) {
+        const address = options.uplinks?.[device];
+        if (!address) throw new UserError(`interface ${device} does not exist`);
+        const socket = network.open(address, undefined, device);
+        sockets.set(device, socket);
+        return socket;
+      }
+      const socket = network.open(bind!.address, bind!.port);
+      sockets.set(bind!.key, socket);
+      return socket;
+    },
+    addDefaultRoute: () => {},
+    createReactor: () => new FakeReactor(),
+    resolveHost: (host) => Promise.reject(new Error(`no DNS in tests (${host})`)),
+  };
+}
