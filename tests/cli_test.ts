@@ -1,0 +1,78 @@
+import assert from "node:assert/strict";
+import { parseCommand, UsageError, VERSION } from "../lib/cli.ts";
+import { parseKeyHex } from "../lib/crypto.ts";
+import { writeNewKey } from "../lib/keygen.ts";
+
+Deno.test("cli: the SPEC's commands parse", () => {
+  assert.deepEqual(parseCommand(["serve", "-c", "server.toml"]), {
+    kind: "serve",
+    config: "server.toml",
+    logFormat: "text",
+  });
+  assert.deepEqual(parseCommand(["connect", "--config", "c.toml", "--log-format", "json"]), {
+    kind: "connect",
+    config: "c.toml",
+    logFormat: "json",
+  });
+  assert.deepEqual(parseCommand(["gen-key"]), {
+    kind: "gen-key",
+    output: "server.key",
+    force: false,
+  });
+  assert.deepEqual(parseCommand(["gen-key", "-o", "k", "--force"]), {
+    kind: "gen-key",
+    output: "k",
+    force: true,
+  });
+});
+
+Deno.test("cli: --help on every command, and --version", () => {
+  assert.match((parseCommand([]) as { text: string }).text, /tuxburst serve\s+-c server\.toml/);
+  assert.match((parseCommand(["--help"]) as { text: string }).text, /gen-key/);
+  for (const command of ["gen-key", "serve", "connect"]) {
+    const help = parseCommand([command, "--help"]);
+    assert.equal(help.kind, "help");
+    assert.match((help as { text: string }).text, new RegExp(`Usage: tuxburst ${command}`));
+  }
+  assert.deepEqual(parseCommand(["--version"]), { kind: "version", text: `tuxburst ${VERSION}\n` });
+});
+
+Deno.test("cli: wrong command lines are usage errors that say what to do", () => {
+  const cases: Array<[string[], RegExp]> = [
+    [["serv"], /unknown command "serv"; run "tuxburst --help"/],
+    [["serve"], /serve: -c FILE is required/],
+    [["connect", "-c"], /connect: .*; run "tuxburst connect --help"/],
+    [["serve", "-c", "x", "--bogus"], /serve: .*bogus/],
+    [["serve", "-c", "x", "extra"], /serve: /],
+    [["connect", "-c", "x", "--log-format", "xml"], /--log-format must be text or json/],
+  ];
+  for (const [args, pattern] of cases) {
+    assert.throws(
+      () => parseCommand(args),
+      (e: Error) => e instanceof UsageError && pattern.test(e.message),
+    );
+  }
+});
+
+Deno.test("gen-key: writes a 0600 key file and refuses to overwrite it without --force", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-keygen-" });
+  try {
+    const path = `${dir}/server.key`;
+    const hex = await writeNewKey(path, false);
+    assert.match(hex, /^[0-9A-F]{64}$/);
+    assert.equal((await Deno.readTextFile(path)).trim(), hex);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    assert.ok(parseKeyHex(hex) instanceof Uint8Array);
+
+    await assert.rejects(writeNewKey(path, false), /already exists; use --force/);
+    assert.equal((await Deno.readTextFile(path)).trim(), hex, "the old key is untouched");
+
+    await Deno.chmod(path, 0o644);
+    const second = await writeNewKey(path, true);
+    assert.notEqual(second, hex);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    await assert.rejects(writeNewKey(`${dir}/no/such/dir/k`, false), /directory does not exist/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,263 @@
+import assert from "node:assert/strict";
+import { loadConfig, parseClientConfig, parseServerConfig } from "../lib/config.ts";
+import { ConfigError } from "../lib/errors.ts";
+
+const KEY = "5543E0FF".repeat(8);
+
+/** The configs exactly as the SPEC shows them (with a full key). */
+const SPEC_CLIENT = `
+[common]
+tun_name = "tuxburst0"
+tun_addr = "10.99.0.2/30"
+mtu = 1400
+debug = false
+[client]
+host = "1.2.3.4:40000"
+key = "${KEY}"
+interfaces = ["wlo1", "enxf221672bb6de"]
+[client.routes]
+tun_gateway = "10.99.0.1"
+metric = 5
+`;
+
+const SPEC_SERVER = `
+[common]
+tun_name = "tuxburst0"
+tun_addr = "10.99.0.1/30"
+mtu = 1400
+debug = false
+[server]
+listen = "0.0.0.0:40000"
+`;
+
+const noFiles = (path: string): string => {
+  throw new Deno.errors.NotFound(path);
+};
+
+function clientError(text: string): string {
+  try {
+    parseClientConfig(text, "client.toml", noFiles);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    assert.ok(!error.message.includes("\n"), "the message must be one line");
+    return error.message;
+  }
+  assert.fail("no error");
+}
+
+function serverError(text: string, defaultKey?: string): string {
+  try {
+    parseServerConfig(text, "server.toml", defaultKey, noFiles);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+    assert.ok(!error.message.includes("\n"), "the message must be one line");
+    return error.message;
+  }
+  assert.fail("no error");
+}
+
+Deno.test("config: the SPEC's client config works as written", () => {
+  const c = parseClientConfig(SPEC_CLIENT, "client.toml");
+  assert.equal(c.common.tunName, "tuxburst0");
+  assert.equal(c.common.tunAddress, "10.99.0.2");
+  assert.equal(c.common.tunPrefixLength, 30);
+  assert.equal(c.common.mtu, 1400);
+  assert.equal(c.common.debug, false);
+  assert.equal(c.serverHost, "1.2.3.4");
+  assert.equal(c.serverPort, 40000);
+  assert.equal(c.key.length, 32);
+  assert.deepEqual(c.interfaces, ["wlo1", "enxf221672bb6de"]);
+  assert.deepEqual(c.routes, { gateway: "10.99.0.1", metric: 5 });
+  assert.equal(c.keepaliveMs, 5000);
+});
+
+Deno.test("config: the SPEC's server config works as written, key from server.key", () => {
+  const s = parseServerConfig(SPEC_SERVER, "/etc/tuxburst/server.toml", `${KEY}\n`);
+  assert.equal(s.listen.key, "0.0.0.0:40000");
+  assert.equal(s.key[0], 0x55);
+  assert.equal(s.pathTimeoutMs, 30_000);
+});
+
+Deno.test("config: key and key_file are accepted on the server", () => {
+  const inline = parseServerConfig(
+    SPEC_SERVER.replace("[server]", `[server]\nkey = "${KEY}"`),
+    "s.toml",
+  );
+  assert.equal(inline.key[1], 0x43);
+  const fromFile = parseServerConfig(
+    SPEC_SERVER.replace("[server]", `[server]\nkey_file = "keys/k.hex"`),
+    "/etc/tuxburst/server.toml",
+    undefined,
+    (path) => {
+      assert.equal(path, "/etc/tuxburst/keys/k.hex");
+      return `${KEY}\n`;
+    },
+  );
+  assert.equal(fromFile.key[1], 0x43);
+});
+
+Deno.test("config: optional keys have defaults; routes are optional", () => {
+  const c = parseClientConfig(
+    `[common]\ntun_addr = "10.99.0.2/30"\n[client]\nhost = "[2001:db8::1]:40000"\nkey = "${KEY}"\ninterfaces = ["eth0"]\nkeepalive = 0.5\n`,
+    "c.toml",
+  );
+  assert.equal(c.common.tunName, "tuxburst0");
+  assert.equal(c.common.mtu, 1400);
+  assert.equal(c.routes, undefined);
+  assert.equal(c.serverHost, "2001:db8::1");
+  assert.equal(c.keepaliveMs, 500);
+  const host = parseClientConfig(
+    SPEC_CLIENT.replace("1.2.3.4:40000", "vpn.example.com:443"),
+    "c.toml",
+  );
+  assert.equal(host.serverHost, "vpn.example.com");
+});
+
+Deno.test("config: every error names the file, the key and what is wrong", () => {
+  const cases: Array<[string, RegExp]> = [
+    [
+      SPEC_CLIENT.replace("mtu = 1400", "mtu = 1400\nmtuu = 1"),
+      /^client\.toml: common\.mtuu: unknown key; did you mean "mtu"\?/,
+    ],
+    [
+      SPEC_CLIENT.replace("metric = 5", "metric = 5\ngateway = 1"),
+      /client\.routes\.gateway: unknown key/,
+    ],
+    [SPEC_CLIENT + "\n[extra]\na = 1\n", /client\.toml: extra: unknown key/],
+    [
+      SPEC_CLIENT.replace("10.99.0.2/30", "10.99.0.2"),
+      /common\.tun_addr: expected an IPv4 address with prefix length/,
+    ],
+    [SPEC_CLIENT.replace("10.99.0.2/30", "10.99.0.300/30"), /common\.tun_addr/],
+    [SPEC_CLIENT.replace("10.99.0.2/30", "10.99.0.2/33"), /common\.tun_addr/],
+    [
+      SPEC_CLIENT.replace("mtu = 1400", "mtu = 100"),
+      /common\.mtu: must be between 576 and 9000, got 100/,
+    ],
+    [SPEC_CLIENT.replace("mtu = 1400", "mtu = 1400.5"), /common\.mtu: must be a whole number/],
+    [
+      SPEC_CLIENT.replace("mtu = 1400", 'mtu = "1400"'),
+      /common\.mtu: must be a number, got "1400"/,
+    ],
+    [SPEC_CLIENT.replace("debug = false", 'debug = "no"'), /common\.debug: must be true or false/],
+    [
+      SPEC_CLIENT.replace('tun_name = "tuxburst0"', 'tun_name = "a-very-long-interface-name"'),
+      /common\.tun_name: .*15 characters/,
+    ],
+    [
+      SPEC_CLIENT.replace(KEY, "abc"),
+      /client\.key: must be 64 hex digits \(256 bits\), got 3; make one with "tuxburst gen-key"/,
+    ],
+    [SPEC_CLIENT.replace(KEY, "zz".repeat(32)), /client\.key: must be hexadecimal/],
+    [SPEC_CLIENT.replace(`key = "${KEY}"`, ""), /client\.key: is required/],
+    [
+      SPEC_CLIENT.replace(`key = "${KEY}"`, `key = "${KEY}"\nkey_file = "k"`),
+      /client\.key_file: set either key or key_file, not both/,
+    ],
+    [
+      SPEC_CLIENT.replace(`key = "${KEY}"`, `key_file = "missing.key"`),
+      /client\.key_file: cannot read missing\.key: no such file/,
+    ],
+    [SPEC_CLIENT.replace("1.2.3.4:40000", "1.2.3.4"), /client\.host: expected "address:port"/],
+    [SPEC_CLIENT.replace("1.2.3.4:40000", "1.2.3.4:70000"), /client\.host: port must be 1-65535/],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', "[]"),
+      /client\.interfaces: list at least one/,
+    ],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '"wlo1"'),
+      /client\.interfaces: must be a list of strings/,
+    ],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["wlo1", "wlo1"]'),
+      /client\.interfaces: "wlo1" is listed twice/,
+    ],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["bad name"]'),
+      /client\.interfaces: "bad name"/,
+    ],
+    [
+      SPEC_CLIENT.replace('tun_gateway = "10.99.0.1"', 'tun_gateway = "10.98.0.1"'),
+      /client\.routes\.tun_gateway: 10\.98\.0\.1 must be the server's address inside tun_addr/,
+    ],
+    [
+      SPEC_CLIENT.replace('tun_gateway = "10.99.0.1"', 'tun_gateway = "10.99.0.2"'),
+      /client\.routes\.tun_gateway/,
+    ],
+    [
+      SPEC_CLIENT.replace('tun_gateway = "10.99.0.1"', ""),
+      /client\.routes\.tun_gateway: is required/,
+    ],
+    [SPEC_CLIENT.replace("metric = 5", "metric = -1"), /client\.routes\.metric: must be between/],
+    [
+      SPEC_CLIENT.replace("[client]", "[klient]"),
+      /client\.toml: klient: unknown key; did you mean "client"\?/,
+    ],
+    [SPEC_CLIENT.replace('tun_addr = "10.99.0.2/30"', ""), /common\.tun_addr: is required/],
+    [
+      SPEC_CLIENT.replace("mtu = 1400", "mtu = = 1400"),
+      /client\.toml: not valid TOML at line \d+, column \d+/,
+    ],
+    [SPEC_SERVER, /this is a server config .* use "tuxburst serve"/],
+  ];
+  for (const [text, pattern] of cases) assert.match(clientError(text), pattern);
+  assert.match(
+    clientError(`[common]\ntun_addr = "10.99.0.2/30"\n`),
+    /client\.toml: \[client\]: this section is missing/,
+  );
+});
+
+Deno.test("config: server errors", () => {
+  assert.match(
+    serverError(SPEC_SERVER),
+    /server\.key: no key: set key = .* or put server\.key .* next to the config/,
+  );
+  assert.match(serverError(SPEC_SERVER, "nothex\n"), /^server\.key: the key must be hexadecimal/);
+  assert.match(
+    serverError(SPEC_SERVER.replace("0.0.0.0:40000", "0.0.0.0"), KEY),
+    /server\.listen: expected "address:port"/,
+  );
+  assert.match(
+    serverError(SPEC_SERVER.replace("0.0.0.0:40000", "localhost:40000"), KEY),
+    /server\.listen: "localhost" is not an IPv4 address/,
+  );
+  assert.match(
+    serverError(SPEC_SERVER.replace("[server]", "[server]\npath_timeout = 0"), KEY),
+    /server\.path_timeout: must be between 1 and 86400/,
+  );
+  assert.match(
+    serverError(SPEC_SERVER.replace("[server]", "[server]\ninterfaces = []"), KEY),
+    /server\.interfaces: unknown key/,
+  );
+  assert.match(serverError(SPEC_CLIENT), /this is a client config .* use "tuxburst connect"/);
+});
+
+Deno.test("config: loadConfig reads files, finds server.key beside the config and warns about its mode", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-config-" });
+  try {
+    await Deno.writeTextFile(`${dir}/server.toml`, SPEC_SERVER);
+    await assert.rejects(loadConfig(`${dir}/server.toml`, "server"), /no key/);
+    await Deno.writeTextFile(`${dir}/server.key`, `${KEY}\n`, { mode: 0o600 });
+    const s = await loadConfig(`${dir}/server.toml`, "server");
+    assert.equal(s.key[0], 0x55);
+
+    await Deno.writeTextFile(`${dir}/client.key`, `${KEY}\n`);
+    await Deno.chmod(`${dir}/client.key`, 0o644);
+    await Deno.writeTextFile(
+      `${dir}/client.toml`,
+      SPEC_CLIENT.replace(`key = "${KEY}"`, `key_file = "client.key"`),
+    );
+    const c = await loadConfig(`${dir}/client.toml`, "client");
+    assert.equal(c.key[0], 0x55);
+    assert.match(c.warnings[0], /can be read by other users; run: chmod 600/);
+
+    await assert.rejects(
+      loadConfig(`${dir}/nope.toml`, "client"),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        /nope\.toml: cannot read the config file: no such file/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
