@@ -79,6 +79,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
       server: server.key,
       uplinks: config.interfaces.join(", "),
     });
+    role.reportUplinks();
     return run(tun, role, transport, platform);
   });
 }

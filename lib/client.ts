@@ -97,7 +97,8 @@ export class ClientRole implements Role {
    */
   static async create(options: ClientOptions, now: number): Promise<ClientRole> {
     const role = new ClientRole(options, await HandshakeMac.fromPsk(options.psk));
-    const errors = role.uplinks.map((uplink) => role.#openUplink(uplink, now));
+    // Quiet: a start that fails must print its one error line, not a log of attempts.
+    const errors = role.uplinks.map((uplink) => role.#openUplink(uplink, now, true));
     if (role.#sockets.length === 0) {
       const first = errors.find((e) => e !== undefined)!;
       throw first instanceof UserError && role.uplinks.length === 1 ? first : new UserError(
@@ -105,6 +106,14 @@ export class ClientRole implements Role {
       );
     }
     return role;
+  }
+
+  /** Logs what `create` found, once the whole start has succeeded. */
+  reportUplinks(): void {
+    for (const uplink of this.uplinks) {
+      if (uplink.problem) this.#reportProblem(uplink);
+      else log.info("uplink {uplink} opened", { uplink: uplink.name });
+    }
   }
 
   /** The session packets are sent with, once the handshake is done. */
@@ -244,14 +253,14 @@ export class ClientRole implements Role {
     return paths;
   }
 
-  #openUplink(uplink: Uplink, now: number): Error | undefined {
+  #openUplink(uplink: Uplink, now: number, quiet = false): Error | undefined {
     try {
       const socket = this.#options.openUplink(uplink.name);
       uplink.socket = socket;
       uplink.path = { socket, endpoint: this.#options.server };
       uplink.problem = undefined;
       this.#sockets = [...this.#sockets, socket];
-      log.info("uplink {uplink} opened", { uplink: uplink.name });
+      if (!quiet) log.info("uplink {uplink} opened", { uplink: uplink.name });
       if (this.#current) this.#nextProbeAt = now; // tell the server about the new path at once
       return undefined;
     } catch (error) {
@@ -259,14 +268,18 @@ export class ClientRole implements Role {
       uplink.retryAt = now + UPLINK_RETRY_MS;
       if (uplink.problem !== error.message) {
         uplink.problem = error.message;
-        log.warn("uplink {uplink} cannot be used, retrying every {seconds} s: {problem}", {
-          uplink: uplink.name,
-          seconds: UPLINK_RETRY_MS / 1000,
-          problem: error.message,
-        });
+        if (!quiet) this.#reportProblem(uplink);
       }
       return error;
     }
+  }
+
+  #reportProblem(uplink: Uplink): void {
+    log.warn("uplink {uplink} cannot be used, retrying every {seconds} s: {problem}", {
+      uplink: uplink.name,
+      seconds: UPLINK_RETRY_MS / 1000,
+      problem: uplink.problem,
+    });
   }
 
   /** Closes an uplink whose interface vanished, so it is reopened when it returns. */

@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import { parseKeyHex } from "./crypto.ts";
 import { Endpoint, parseIpv4 } from "./endpoint.ts";
 import { ConfigError } from "./errors.ts";
+import { interfaceNameProblem } from "./interface_name.ts";
 
 /** `[common]`: the TUN device, shared by both roles. */
 export interface CommonConfig {
@@ -146,7 +147,8 @@ export function parseClientConfig(
         `${gateway} must be the server's address inside tun_addr ${common.tunAddress}/${common.tunPrefixLength}`,
       );
     }
-    const metric = section.integer("metric", { min: 0, max: 0xffff_fffe }) ?? DEFAULTS.metric;
+    // The kernel's route ioctl keeps the metric in a C short.
+    const metric = section.integer("metric", { min: 0, max: 32766 }) ?? DEFAULTS.metric;
     routes = { gateway, metric };
   }
 
@@ -225,16 +227,6 @@ export function siblingPath(file: string, name: string): string {
   if (name.startsWith("/")) return name;
   const slash = file.lastIndexOf("/");
   return slash < 0 ? name : `${file.slice(0, slash + 1)}${name}`;
-}
-
-/** Why `name` cannot be a Linux interface name, or `undefined` when it can. */
-export function interfaceNameProblem(name: string): string | undefined {
-  if (name.length === 0) return "an interface name cannot be empty";
-  if (name.length > 15) return "Linux interface names are at most 15 characters";
-  if (!/^[A-Za-z0-9_.:@-]+$/.test(name) || name === "." || name === "..") {
-    return "an interface name holds only letters, digits and _ . : @ -";
-  }
-  return undefined;
 }
 
 function sameSubnet(a: number, b: number, prefix: number): boolean {

@@ -6,7 +6,7 @@
  */
 import {
   configureSync,
-  defaultTextFormatter,
+  getTextFormatter,
   jsonLinesFormatter,
   type LogRecord,
   resetSync,
@@ -14,9 +14,22 @@ import {
 
 export type LogFormat = "text" | "json";
 
+/** One line per record; strings bare, objects as `key=value` pairs. */
+const textFormatter = getTextFormatter({
+  timestamp: "date-time-timezone",
+  value: (value, inspect) => {
+    if (typeof value === "string") return value;
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      return Object.entries(value).map(([k, v]) => `${k}=${typeof v === "string" ? v : inspect(v)}`)
+        .join(" ");
+    }
+    return inspect(value);
+  },
+});
+
 /** Sends every `tuxburst` log record to stderr; `debug` adds per-handshake and per-error detail. */
 export function setupLogging(options: { debug: boolean; format?: LogFormat }): void {
-  const format = options.format === "json" ? jsonLinesFormatter : defaultTextFormatter;
+  const format = options.format === "json" ? jsonLinesFormatter : textFormatter;
   const encoder = new TextEncoder();
   resetSync();
   configureSync({

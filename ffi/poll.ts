@@ -1,0 +1,128 @@
+/**
+ * The one place tuxburst blocks: `poll()` on every source plus an eventfd
+ * for `wake()`. The call runs on Deno's blocking thread pool
+ * (`nonblocking: true`), so timers and signal listeners keep running on the
+ * main thread meanwhile, and a signal listener ends the wait by writing to
+ * the eventfd. Everything else (draining, reading, sending) is synchronous.
+ *
+ * @module
+ */
+import type { Reactor, Waitable } from "../lib/io.ts";
+import {
+  closeQuietly,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  libc,
+  POLLFD,
+  POLLIN,
+  throwErrno,
+} from "./libc.ts";
+
+/** poll() takes an `int` of milliseconds. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * A `Reactor` on `poll(2)`. Only one `wait()` may run at a time.
+ *
+ * @example
+ * ```ts
+ * using reactor = new PollReactor();
+ * Deno.addSignalListener("SIGTERM", () => reactor.wake());
+ * await reactor.wait([tun, socket], 1000); // readable, woken, or 1 s passed
+ * ```
+ */
+export class PollReactor implements Reactor, Disposable {
+  readonly #libc = libc();
+  readonly #eventFd: number;
+  /**
+   * struct pollfd[]: the eventfd first, then the sources of the last
+   * `wait()`. Over 64 bytes from the start, so V8 never keeps it inside its
+   * moving heap while the pool thread's poll() writes into it.
+   */
+  #pollFds = new Uint8Array(POLLFD.size * 16);
+  #pollView = new DataView(this.#pollFds.buffer);
+  /** The fds in `#pollFds` after the eventfd, to see when they can be reused. */
+  #fds: number[] = [];
+  readonly #one = new BigUint64Array([1n]);
+  readonly #counter = new BigUint64Array(1);
+  #waiting = false;
+  #closed = false;
+
+  constructor() {
+    const fd = this.#libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) throwErrno("eventfd");
+    this.#eventFd = fd;
+    this.#setSlot(0, fd);
+  }
+
+  async wait(sources: readonly Waitable[], timeoutMs: number): Promise<void> {
+    if (this.#closed) return;
+    if (this.#waiting) throw new Error("PollReactor.wait() called while already waiting");
+    const count = this.#prepare(sources);
+    this.#waiting = true;
+    try {
+      // The result is not needed: the caller drains every source anyway, and
+      // this thread cannot see poll's errno (EINTR) from the pool thread.
+      await this.#libc.poll_nonblocking(this.#pollFds, BigInt(count), pollTimeout(timeoutMs));
+    } finally {
+      this.#waiting = false;
+      // Reset the eventfd, so that one wake() ends one wait (EAGAIN if not woken).
+      this.#libc.read(this.#eventFd, this.#counter, 8n);
+      if (this.#closed) closeQuietly(this.#eventFd);
+    }
+  }
+
+  wake(): void {
+    if (!this.#closed) this.#libc.write(this.#eventFd, this.#one, 8n);
+  }
+
+  /** Ends a running `wait()` first; the eventfd closes when that returns. */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#waiting) this.wake();
+    this.#closed = true;
+    if (!this.#waiting) closeQuietly(this.#eventFd);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Fills the pollfd array for `sources` (fd < 0 skipped); returns its length. */
+  #prepare(sources: readonly Waitable[]): number {
+    const fds = this.#fds;
+    let n = 0;
+    let same = true;
+    for (const source of sources) {
+      const fd = source.fd;
+      if (fd < 0) continue;
+      if (fds[n] !== fd) same = false;
+      n++;
+    }
+    if (same && n === fds.length) return n + 1;
+
+    fds.length = 0;
+    for (const source of sources) if (source.fd >= 0) fds.push(source.fd);
+    const bytes = (fds.length + 1) * POLLFD.size;
+    if (bytes > this.#pollFds.byteLength) {
+      this.#pollFds = new Uint8Array(Math.max(bytes, this.#pollFds.byteLength * 2));
+      this.#pollView = new DataView(this.#pollFds.buffer);
+      this.#setSlot(0, this.#eventFd);
+    }
+    fds.forEach((fd, i) => this.#setSlot(i + 1, fd));
+    return fds.length + 1;
+  }
+
+  #setSlot(index: number, fd: number): void {
+    const at = index * POLLFD.size;
+    this.#pollView.setInt32(at + POLLFD.fd, fd, true);
+    this.#pollView.setInt16(at + POLLFD.events, POLLIN, true);
+    this.#pollView.setInt16(at + POLLFD.revents, 0, true);
+  }
+}
+
+/** Whole milliseconds for poll(), rounded up so a wait never ends just before its deadline. */
+function pollTimeout(timeoutMs: number): number {
+  if (!(timeoutMs > 0)) return 0;
+  return Math.min(Math.ceil(timeoutMs), MAX_TIMEOUT_MS);
+}

@@ -1,0 +1,77 @@
+/**
+ * tuxburst's entry point: parses the command, loads the config, wires the
+ * real kernel (ffi/) into the tunnel (lib/), and runs until a signal.
+ *
+ * @module
+ */
+import { addDefaultRoute, openTun } from "./ffi/tun.ts";
+import { openUdpSocket } from "./ffi/udp.ts";
+import { PollReactor } from "./ffi/poll.ts";
+import { type Platform, type Running, startClient, startServer } from "./lib/app.ts";
+import { type Command, parseCommand, UsageError } from "./lib/cli.ts";
+import { loadConfig } from "./lib/config.ts";
+import { UserError } from "./lib/errors.ts";
+import { writeNewKey } from "./lib/keygen.ts";
+import { setupLogging } from "./lib/log.ts";
+import { getLogger } from "@logtape/logtape";
+
+const kernel: Platform = {
+  openTun,
+  openUdp: openUdpSocket,
+  addDefaultRoute,
+  createReactor: () => new PollReactor(),
+  resolveHost: async (host) => {
+    const [address] = await Deno.resolveDns(host, "A").catch(() => Deno.resolveDns(host, "AAAA"));
+    if (!address) throw new Error("no address found");
+    return address;
+  },
+  clock: { now: () => performance.now() },
+};
+
+async function run(command: Command): Promise<number> {
+  switch (command.kind) {
+    case "help":
+    case "version":
+      await Deno.stdout.write(new TextEncoder().encode(command.text));
+      return 0;
+    case "gen-key": {
+      const hex = await writeNewKey(command.output, command.force);
+      console.log(hex);
+      console.error(`wrote ${command.output} (mode 0600); put the same key in the client's config`);
+      return 0;
+    }
+    case "serve":
+    case "connect": {
+      const running = command.kind === "serve"
+        ? await startWith(command, (file) => loadConfig(file, "server"), startServer)
+        : await startWith(command, (file) => loadConfig(file, "client"), startClient);
+      const stop = () => running.stop();
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
+      await running.done;
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      return 0;
+    }
+  }
+}
+
+async function startWith<C extends { common: { debug: boolean }; warnings: string[] }>(
+  command: { config: string; logFormat: "text" | "json" },
+  load: (file: string) => Promise<C>,
+  start: (config: C, platform: Platform) => Promise<Running>,
+): Promise<Running> {
+  const config = await load(command.config);
+  setupLogging({ debug: config.common.debug, format: command.logFormat });
+  const running = await start(config, kernel);
+  for (const warning of config.warnings) getLogger(["tuxburst"]).warn(warning);
+  return running;
+}
+
+try {
+  Deno.exit(await run(parseCommand(Deno.args)));
+} catch (error) {
+  if (!(error instanceof UserError)) throw error;
+  console.error(`tuxburst: ${error.message}`);
+  Deno.exit(error instanceof UsageError ? 2 : 1);
+}
