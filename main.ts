@@ -7,6 +7,7 @@
 import { addDefaultRoute, openTun } from "./ffi/tun.ts";
 import { openUdpSocket } from "./ffi/udp.ts";
 import { PollReactor } from "./ffi/poll.ts";
+import { loosenReversePathFilter } from "./ffi/sysctl.ts";
 import { type Platform, type Running, startClient, startServer } from "./lib/app.ts";
 import { type Command, parseCommand, UsageError } from "./lib/cli.ts";
 import { loadConfig } from "./lib/config.ts";
@@ -19,6 +20,7 @@ const kernel: Platform = {
   openTun,
   openUdp: openUdpSocket,
   addDefaultRoute,
+  loosenReversePathFilter,
   createReactor: () => new PollReactor(),
   resolveHost: async (host) => {
     const [address] = await Deno.resolveDns(host, "A").catch(() => Deno.resolveDns(host, "AAAA"));

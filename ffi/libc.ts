@@ -51,6 +51,10 @@ const SYMBOLS = {
    *                const struct sockaddr *to, socklen_t toLength);
    */
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  /** ssize_t recvmsg(int fd, struct msghdr *message, int flags); */
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** ssize_t sendmsg(int fd, const struct msghdr *message, int flags); */
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** unsigned int if_nametoindex(const char *name); */
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   /** int eventfd(unsigned int initval, int flags); */
@@ -163,6 +167,7 @@ export const Errno = {
   EBADFD: 77,
   EAFNOSUPPORT: 97,
   EADDRINUSE: 98,
+  EMSGSIZE: 90,
   EADDRNOTAVAIL: 99,
   ENETDOWN: 100,
   ENETUNREACH: 101,
@@ -225,8 +230,19 @@ export const SO_BINDTODEVICE = 25;
 /** Like SO_SNDBUF/SO_RCVBUF but above `net.core.[rw]mem_max`; needs CAP_NET_ADMIN. */
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
+export const IPPROTO_IP = 0;
 export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
+/**
+ * Ask for the local address each datagram was sent to, as a control message
+ * of `recvmsg` (`struct in_pktinfo` / `struct in6_pktinfo`); the same control
+ * message type given to `sendmsg` picks the source address of one datagram.
+ * `IPV6_RECVPKTINFO` asks, `IPV6_PKTINFO` is the message (and the old,
+ * RFC 2292 name of the option, which is why the two numbers differ).
+ */
+export const IP_PKTINFO = 8;
+export const IPV6_RECVPKTINFO = 49;
+export const IPV6_PKTINFO = 50;
 
 /** eventfd(2) flags. */
 export const EFD_NONBLOCK = O_NONBLOCK;
@@ -318,6 +334,63 @@ export const RTENTRY = {
   metric: 80,
   dev: 88,
 } as const;
+
+/**
+ * struct msghdr, 56 bytes on LP64, with holes after the two 4-byte fields:
+ *
+ * ```text
+ *  0 void         *msg_name        the peer's sockaddr
+ *  8 socklen_t     msg_namelen     in and out (4 bytes, then 4 of padding)
+ * 16 struct iovec *msg_iov
+ * 24 size_t        msg_iovlen
+ * 32 void         *msg_control     the control messages (struct cmsghdr)
+ * 40 size_t        msg_controllen  in: room; out: bytes written
+ * 48 int           msg_flags       out: MSG_TRUNC, MSG_CTRUNC, …
+ * ```
+ */
+export const MSGHDR = {
+  size: 56,
+  name: 0,
+  nameLength: 8,
+  iov: 16,
+  iovLength: 24,
+  control: 32,
+  controlLength: 40,
+  flags: 48,
+} as const;
+
+/** struct iovec, 16 bytes: `void *iov_base`, `size_t iov_len`. */
+export const IOVEC = { size: 16, base: 0, length: 8 } as const;
+
+/**
+ * struct cmsghdr, 16 bytes: `size_t cmsg_len` (header plus data, without
+ * the trailing padding), `int cmsg_level`, `int cmsg_type`, then the data.
+ * Messages follow each other at `CMSG_ALIGN(cmsg_len)` bytes.
+ *
+ * ```text
+ *  0 size_t cmsg_len     = CMSG_LEN(data) = 16 + data
+ *  8 int    cmsg_level   IPPROTO_IP or IPPROTO_IPV6
+ * 12 int    cmsg_type    IP_PKTINFO or IPV6_PKTINFO
+ * 16 data…               padded to CMSG_SPACE(data) = 16 + CMSG_ALIGN(data)
+ * ```
+ */
+export const CMSGHDR = { size: 16, length: 0, level: 8, type: 12, data: 16 } as const;
+
+/** `CMSG_ALIGN`: control messages are aligned to `size_t` (8 bytes). */
+export function cmsgAlign(length: number): number {
+  return (length + 7) & ~7;
+}
+
+/**
+ * struct in_pktinfo, 12 bytes: `int ipi_ifindex`, `struct in_addr
+ * ipi_spec_dst` (received: the local address to answer from; sent: the
+ * source address), `struct in_addr ipi_addr` (received: the header's
+ * destination). struct in6_pktinfo, 20 bytes: `struct in6_addr ipi6_addr`
+ * (received: the destination; sent: the source), `int ipi6_ifindex`.
+ * Addresses in network order; ifindex 0 means "let routing choose".
+ */
+export const IN_PKTINFO = { size: 12, ifindex: 0, specDst: 4, addr: 8 } as const;
+export const IN6_PKTINFO = { size: 20, addr: 0, ifindex: 16 } as const;
 
 /** struct pollfd, 8 bytes: `int fd`, `short events`, `short revents`. */
 export const POLLFD = { size: 8, fd: 0, events: 4, revents: 6 } as const;

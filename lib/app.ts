@@ -22,6 +22,12 @@ export interface Platform {
   openTun(options: { name: string; address: string; prefixLength: number; mtu: number }): Tun;
   openUdp(options: { family: 4 | 6; device?: string; bind?: Endpoint }): UdpSocket;
   addDefaultRoute(options: { device: string; gateway: string; metric: number }): void;
+  /**
+   * Makes strict reverse-path filtering on an uplink loose, because with the
+   * tunnel's default route the server's replies would fail it. Returns the
+   * undo, or `undefined` when nothing changed.
+   */
+  loosenReversePathFilter(device: string): (() => void) | undefined;
   createReactor(): Reactor;
   /** Resolves a DNS name to an IP address; IP literals never reach it. */
   resolveHost(host: string): Promise<string>;
@@ -53,15 +59,33 @@ const STATS_INTERVAL_MS = 60_000;
 export async function startClient(config: ClientConfig, platform: Platform): Promise<Running> {
   const server = new Endpoint(await resolveServer(config, platform), config.serverPort);
   const transport = new Transport();
+  const restoreFilters: Array<() => void> = [];
+  const openUplink = (name: string) => {
+    const socket = platform.openUdp({ family: server.family, device: name });
+    if (config.routes) {
+      const restore = platform.loosenReversePathFilter(name);
+      if (restore) {
+        restoreFilters.push(restore);
+        log.info(
+          "uplink {uplink}: strict reverse-path filtering set to loose while tuxburst runs",
+          {
+            uplink: name,
+          },
+        );
+      }
+    }
+    return socket;
+  };
   const role = await ClientRole.create({
     server,
     interfaces: config.interfaces,
     keepaliveMs: config.keepaliveMs,
     psk: config.key,
     transport,
-    openUplink: (name) => platform.openUdp({ family: server.family, device: name }),
+    openUplink,
   }, platform.clock.now());
-  return withCleanup([() => role.close()], (undo) => {
+  const restoreAll = () => restoreFilters.forEach((restore) => restore());
+  return withCleanup([restoreAll, () => role.close()], (undo) => {
     const tun = openTun(platform, config.common);
     undo.push(() => tun.close());
     if (config.routes) {
@@ -80,7 +104,9 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
       uplinks: config.interfaces.join(", "),
     });
     role.reportUplinks();
-    return run(tun, role, transport, platform);
+    const running = run(tun, role, transport, platform);
+    running.done.then(restoreAll, restoreAll);
+    return running;
   });
 }
 

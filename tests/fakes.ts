@@ -251,6 +251,7 @@ export function fakePlatform(
       return socket;
     },
     addDefaultRoute: () => {},
+    loosenReversePathFilter: () => undefined,
     createReactor: () => new FakeReactor(),
     resolveHost: (host) => Promise.reject(new Error(`no DNS in tests (${host})`)),
   };

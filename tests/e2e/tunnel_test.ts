@@ -248,8 +248,9 @@ class Tunnel {
 async function withTunnel(
   fn: (tunnel: Tunnel, lab: Lab) => Promise<void>,
   start = true,
+  labOptions: Parameters<typeof Lab.create>[0] = {},
 ): Promise<void> {
-  await using lab = await Lab.create();
+  await using lab = await Lab.create(labOptions);
   const tunnel = new Tunnel(lab);
   try {
     if (start) await tunnel.start();
@@ -328,6 +329,27 @@ Deno.test({
     );
     assert.ok(tunnel.server?.running && tunnel.client?.running);
   });
+});
+
+Deno.test({
+  name: "tunnel: comes up under strict reverse-path filtering, and restores it on exit",
+  ignore,
+}, async () => {
+  await withTunnel(
+    async (tunnel, lab) => {
+      const ping = await lab.ping("cli", WEB, { count: 5, intervalMs: 100 });
+      assert.equal(ping.received, 5, pingSummary(ping));
+      const setting = async (device: string) =>
+        (await lab.exec("cli", ["cat", `/proc/sys/net/ipv4/conf/${device}/rp_filter`])).stdout
+          .trim();
+      assert.equal(await setting("upa"), "2", "loose while tuxburst runs");
+      await tunnel.stop(tunnel.client!);
+      assert.equal(await setting("upa"), "1", "strict again after exit");
+      assert.equal(await setting("upb"), "1", "strict again after exit");
+    },
+    true,
+    { rpFilter: 1 },
+  );
 });
 
 Deno.test(
