@@ -76,3 +76,71 @@ Deno.test("gen-key: writes a 0600 key file and refuses to overwrite it without -
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** Runs the real CLI as a user would, bounded in time. */
+async function tuxburst(args: string[], cwd?: string) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, ...args],
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+}
+
+Deno.test("cli: tuxburst gen-key prints the key and writes server.key with mode 0600", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-cli-" });
+  try {
+    const first = await tuxburst(["gen-key"], dir);
+    assert.equal(first.code, 0, first.stderr);
+    const hex = first.stdout.trim();
+    assert.match(hex, /^[0-9A-F]{64}$/);
+    assert.equal((await Deno.readTextFile(`${dir}/server.key`)).trim(), hex);
+    assert.equal((await Deno.stat(`${dir}/server.key`)).mode! & 0o777, 0o600);
+
+    const again = await tuxburst(["gen-key"], dir);
+    assert.equal(again.code, 1);
+    assert.equal(again.stderr.trim().split("\n").length, 1, again.stderr);
+    assert.match(again.stderr, /server\.key already exists; use --force/);
+    assert.equal((await Deno.readTextFile(`${dir}/server.key`)).trim(), hex);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: --help, --version and usage errors as a user sees them", async () => {
+  const help = await tuxburst(["serve", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: tuxburst serve -c server\.toml/);
+  const version = await tuxburst(["--version"]);
+  assert.equal(version.code, 0);
+  assert.equal(version.stdout, `tuxburst ${VERSION}\n`);
+  const usage = await tuxburst(["connect"]);
+  assert.equal(usage.code, 2);
+  assert.equal(
+    usage.stderr,
+    'tuxburst: connect: -c FILE is required; run "tuxburst connect --help"\n',
+  );
+});
+
+Deno.test("cli: a bad config ends with one line naming file and key, exit 1, nothing created", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-cli-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/client.toml`,
+      '[common]\ntun_addr = "10.99.0.2/30"\n[client]\nhost = "1.2.3.4:40000"\nkey = "abc"\ninterfaces = ["eth0"]\n',
+    );
+    const result = await tuxburst(["connect", "-c", `${dir}/client.toml`]);
+    assert.equal(result.code, 1);
+    assert.equal(
+      result.stderr,
+      `tuxburst: ${dir}/client.toml: client.key: must be 64 hex digits (256 bits), got 3; make one with "tuxburst gen-key"\n`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
