@@ -8,6 +8,7 @@
 import { getLogger } from "@logtape/logtape";
 import { ClientRole } from "./client.ts";
 import type { ClientConfig, CommonConfig, ServerConfig } from "./config.ts";
+import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
@@ -32,6 +33,8 @@ export interface Platform {
   /** Resolves a DNS name to an IP address; IP literals never reach it. */
   resolveHost(host: string): Promise<string>;
   clock: Clock;
+  /** The packet cipher to use; WebCrypto when absent. */
+  makeCipher?: CipherFactory;
 }
 
 /** A started tunnel: `done` settles when it has stopped and released everything. */
@@ -58,7 +61,7 @@ const STATS_INTERVAL_MS = 60_000;
  */
 export async function startClient(config: ClientConfig, platform: Platform): Promise<Running> {
   const server = new Endpoint(await resolveServer(config, platform), config.serverPort);
-  const transport = new Transport();
+  const transport = new Transport(platform.makeCipher);
   const restoreFilters: Array<() => void> = [];
   const openUplink = (name: string) => {
     const socket = platform.openUdp({ family: server.family, device: name });
@@ -113,7 +116,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
 /** Starts the server: the listening socket, TUN, then the loop. */
 export async function startServer(config: ServerConfig, platform: Platform): Promise<Running> {
   const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
-  const transport = new Transport();
+  const transport = new Transport(platform.makeCipher);
   return await withCleanup([() => socket.close()], async (undo) => {
     const role = await ServerRole.create({
       socket,

@@ -337,6 +337,7 @@ export class ClientRole implements Role {
       response.session,
       pending.random,
       response.serverRandom,
+      this.#options.transport.makeCipher,
     );
     const renewed = this.#current !== undefined;
     this.#previous = this.#current;

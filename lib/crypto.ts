@@ -133,6 +133,9 @@ export class HandshakeMac {
   }
 }
 
+/** Makes a cipher for one raw 256-bit key (WebCrypto by default, libcrypto from `ffi/`). */
+export type CipherFactory = (key: Uint8Array) => PacketCipher | Promise<PacketCipher>;
+
 /** The two ciphers of a session, one per direction. */
 export interface SessionCiphers {
   clientToServer: PacketCipher;
@@ -145,14 +148,15 @@ export async function deriveSessionCiphers(
   session: number,
   clientRandom: Uint8Array,
   serverRandom: Uint8Array,
+  makeCipher: CipherFactory = WebCryptoCipher.fromRaw,
 ): Promise<SessionCiphers> {
   const info = new Uint8Array(SESSION_INFO.length + 4);
   info.set(SESSION_INFO);
   new DataView(info.buffer).setUint32(SESSION_INFO.length, session);
   const bits = await hkdf(psk, concat([clientRandom, serverRandom]), info, 64);
   const [clientToServer, serverToClient] = await Promise.all([
-    WebCryptoCipher.fromRaw(bits.subarray(0, 32)),
-    WebCryptoCipher.fromRaw(bits.subarray(32, 64)),
+    makeCipher(bits.slice(0, 32)),
+    makeCipher(bits.slice(32, 64)),
   ]);
   return { clientToServer, serverToClient };
 }

@@ -240,6 +240,7 @@ export class ServerRole implements Role {
       init.session,
       record.clientRandom,
       serverRandom,
+      this.#options.transport.makeCipher,
     );
     const response = buildResponse(init.session, serverRandom);
     response.set(

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { type CipherFactory, WebCryptoCipher } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { UdpSocket } from "./io.ts";
 import type { Session } from "./session.ts";
@@ -43,6 +44,9 @@ export class Counters {
 
 export class Transport {
   readonly counters = new Counters();
+
+  /** `makeCipher` builds the per-session packet ciphers (see `CipherFactory`). */
+  constructor(readonly makeCipher: CipherFactory = WebCryptoCipher.fromRaw) {}
 
   /** Encrypts `plaintext` as a transport message of `session`; `undefined` when the session is used up. */
   async seal(

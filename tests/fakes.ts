@@ -9,6 +9,8 @@
 import type { Platform } from "../lib/app.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import { UserError } from "../lib/errors.ts";
+import { WebCryptoCipher } from "../lib/crypto.ts";
+import { OpensslCipher } from "../ffi/openssl.ts";
 import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
 
 /** Wakes every waiting fake reactor; spurious wake-ups are allowed by `Reactor`. */
@@ -252,6 +254,8 @@ export function fakePlatform(
     },
     addDefaultRoute: () => {},
     loosenReversePathFilter: () => undefined,
+    // The cipher production uses, so the data-path tests cover it.
+    makeCipher: (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key),
     createReactor: () => new FakeReactor(),
     resolveHost: (host) => Promise.reject(new Error(`no DNS in tests (${host})`)),
   };

@@ -1,0 +1,184 @@
+/**
+ * AES-256-GCM from OpenSSL's libcrypto, called synchronously through FFI.
+ *
+ * WebCrypto runs every operation on a worker thread and answers through a
+ * promise; for one 1400-byte packet that hop costs more than the cipher
+ * itself, and it adds latency to every packet. A synchronous FFI call costs
+ * well under a microsecond, so six of them per packet are still cheaper
+ * (see the README's crypto figures, `deno task bench:crypto`).
+ *
+ * @module
+ */
+import type { PacketCipher } from "../lib/crypto.ts";
+import { nonceFor, TAG_SIZE } from "../lib/wire.ts";
+
+const SYMBOLS = {
+  // EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void);
+  EVP_CIPHER_CTX_new: { parameters: [], result: "pointer" },
+  // void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx);
+  EVP_CIPHER_CTX_free: { parameters: ["pointer"], result: "void" },
+  // const EVP_CIPHER *EVP_aes_256_gcm(void);
+  EVP_aes_256_gcm: { parameters: [], result: "pointer" },
+  // int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl,
+  //                        const unsigned char *key, const unsigned char *iv);
+  EVP_EncryptInit_ex: {
+    parameters: ["pointer", "pointer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int EVP_DecryptInit_ex(same as above);
+  EVP_DecryptInit_ex: {
+    parameters: ["pointer", "pointer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+  //                       const unsigned char *in, int inl);
+  EVP_EncryptUpdate: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "i32"],
+    result: "i32",
+  },
+  // int EVP_DecryptUpdate(same as above);
+  EVP_DecryptUpdate: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "i32"],
+    result: "i32",
+  },
+  // int EVP_EncryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl);
+  EVP_EncryptFinal_ex: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+  // int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl);
+  EVP_DecryptFinal_ex: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+  // int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr);
+  EVP_CIPHER_CTX_ctrl: { parameters: ["pointer", "i32", "i32", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const EVP_CTRL_GCM_GET_TAG = 0x10;
+const EVP_CTRL_GCM_SET_TAG = 0x11;
+
+type Crypto = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let library: Crypto | null | undefined;
+
+/** libcrypto, or `null` when it cannot be loaded (then WebCrypto is used). */
+function load(): Crypto | null {
+  if (library !== undefined) return library;
+  for (const name of ["libcrypto.so.3", "libcrypto.so"]) {
+    try {
+      library = Deno.dlopen(name, SYMBOLS).symbols;
+      return library;
+    } catch {
+      // try the next name
+    }
+  }
+  library = null;
+  return library;
+}
+
+/** Whether libcrypto is available on this machine. */
+export function opensslAvailable(): boolean {
+  return load() !== null;
+}
+
+const contexts = new FinalizationRegistry<Deno.PointerValue>((ctx) => {
+  if (ctx) load()?.EVP_CIPHER_CTX_free(ctx);
+});
+
+/** A GCM context holding one key, for one direction. */
+class GcmContext {
+  readonly ctx: Deno.PointerValue;
+
+  constructor(readonly lib: Crypto, key: Uint8Array, encrypt: boolean) {
+    const ctx = lib.EVP_CIPHER_CTX_new();
+    if (!ctx) throw new Error("EVP_CIPHER_CTX_new failed");
+    const init = encrypt ? lib.EVP_EncryptInit_ex : lib.EVP_DecryptInit_ex;
+    // The key is set once; each packet then sets only its nonce.
+    if (init(ctx, lib.EVP_aes_256_gcm(), null, key as Uint8Array<ArrayBuffer>, null) !== 1) {
+      lib.EVP_CIPHER_CTX_free(ctx);
+      throw new Error("EVP_*Init_ex with the key failed");
+    }
+    this.ctx = ctx;
+    contexts.register(this, ctx);
+  }
+}
+
+/**
+ * AES-256-GCM with libcrypto; the same wire result as `WebCryptoCipher`.
+ * Not safe to share across threads, which Deno's main thread never does.
+ */
+export class OpensslCipher implements PacketCipher {
+  readonly #seal: GcmContext;
+  readonly #open: GcmContext;
+  readonly #lib: Crypto;
+  readonly #nonce = new Uint8Array(12);
+  readonly #length = new Int32Array(1);
+  readonly #tag = new Uint8Array(TAG_SIZE);
+
+  private constructor(lib: Crypto, key: Uint8Array) {
+    this.#lib = lib;
+    this.#seal = new GcmContext(lib, key, true);
+    this.#open = new GcmContext(lib, key, false);
+  }
+
+  /** `undefined` when libcrypto is missing. */
+  static create(key: Uint8Array): OpensslCipher | undefined {
+    const lib = load();
+    return lib ? new OpensslCipher(lib, key) : undefined;
+  }
+
+  seal(counter: number, header: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(this.sealSync(counter, header, plaintext));
+  }
+
+  open(counter: number, header: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null> {
+    return Promise.resolve(this.openSync(counter, header, sealed));
+  }
+
+  sealSync(counter: number, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    const lib = this.#lib;
+    const ctx = this.#seal.ctx;
+    const length = this.#length as unknown as Uint8Array<ArrayBuffer>;
+    const out = new Uint8Array(plaintext.length + TAG_SIZE);
+    nonceFor(counter, this.#nonce);
+    if (
+      lib.EVP_EncryptInit_ex(ctx, null, null, null, this.#nonce) !== 1 ||
+      lib.EVP_EncryptUpdate(ctx, null, length, header as Uint8Array<ArrayBuffer>, header.length) !==
+        1 ||
+      lib.EVP_EncryptUpdate(
+          ctx,
+          out,
+          length,
+          plaintext as Uint8Array<ArrayBuffer>,
+          plaintext.length,
+        ) !==
+        1 ||
+      lib.EVP_EncryptFinal_ex(ctx, out.subarray(plaintext.length), length) !== 1 ||
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_SIZE, this.#tag) !== 1
+    ) {
+      throw new Error("AES-GCM encryption failed in libcrypto");
+    }
+    out.set(this.#tag, plaintext.length);
+    return out;
+  }
+
+  openSync(counter: number, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+    if (sealed.length < TAG_SIZE) return null;
+    const lib = this.#lib;
+    const ctx = this.#open.ctx;
+    const length = this.#length as unknown as Uint8Array<ArrayBuffer>;
+    const textLength = sealed.length - TAG_SIZE;
+    const out = new Uint8Array(textLength);
+    this.#tag.set(sealed.subarray(textLength));
+    nonceFor(counter, this.#nonce);
+    const ok = lib.EVP_DecryptInit_ex(ctx, null, null, null, this.#nonce) === 1 &&
+      lib.EVP_DecryptUpdate(ctx, null, length, header as Uint8Array<ArrayBuffer>, header.length) ===
+        1 &&
+      lib.EVP_DecryptUpdate(
+          ctx,
+          out,
+          length,
+          sealed.subarray(0, textLength) as Uint8Array<ArrayBuffer>,
+          textLength,
+        ) ===
+        1 &&
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_SIZE, this.#tag) === 1 &&
+      lib.EVP_DecryptFinal_ex(ctx, out.subarray(textLength), length) === 1;
+    return ok ? out : null; // a tag that does not verify: forged, corrupted or another key
+  }
+}
