@@ -4,10 +4,17 @@
  * needs one socket per uplink whose packets leave through that uplink,
  * whatever the routing table says.
  *
+ * A server bound to every address (`0.0.0.0` or `[::]`) answers each peer
+ * from the local address that peer wrote to, as the NATs on the way expect
+ * (`IP_PKTINFO`/`IPV6_PKTINFO`): routing alone would pick one address per
+ * route and the NAT would drop the answers from the others.
+ *
  * Per datagram this costs one FFI call and no allocation beyond the result
- * object: the sockaddr buffers are reused, a sender's `Endpoint` is built
- * once and found again by its raw bytes, and a destination's sockaddr is
- * encoded once per `Endpoint` object.
+ * object: the sockaddr and message buffers are reused, a sender's
+ * `Endpoint` is built once and found again by its raw bytes, and a
+ * destination's sockaddr is encoded once per `Endpoint` object. A server
+ * socket copies each datagram it sends once, which costs less than taking
+ * the datagram's address.
  *
  * @module
  */
@@ -18,14 +25,25 @@ import {
   AF_INET,
   AF_INET6,
   closeQuietly,
+  cmsgAlign,
+  CMSGHDR,
   cString,
   Errno,
   errno,
   errnoName,
+  IN6_PKTINFO,
+  IN_PKTINFO,
   interfaceNameProblem,
+  IOVEC,
+  IP_PKTINFO,
+  IPPROTO_IP,
   IPPROTO_IPV6,
+  IPV6_PKTINFO,
+  IPV6_RECVPKTINFO,
   IPV6_V6ONLY,
+  type Libc,
   libc,
+  MSGHDR,
   SO_BINDTODEVICE,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
@@ -51,6 +69,11 @@ const SENDER_CACHE_SIZE = 256;
  * an ephemeral port). An IPv6 socket bound to `::` also serves IPv4 peers,
  * which then appear as plain IPv4 endpoints.
  *
+ * A server socket (a wildcard address, a fixed port, no `device`) answers
+ * each peer from the local address the peer last wrote to. Other sockets
+ * leave the source address to routing: a client's must follow its routes
+ * when they change, and a `device` already pins the path.
+ *
  * @example
  * ```ts
  * using uplink = openUdpSocket({ family: 4, device: "wlan0" });
@@ -69,6 +92,8 @@ export function openUdpSocket(
   }
   const address = encodeSockaddr(family, bind);
   if (!address) throw new UserError(`cannot bind an IPv${family} socket to ${bind.key}`);
+  const wildcard = bind.address === "0.0.0.0" || bind.address === "::";
+  const answerFromDestination = wildcard && bind.port !== 0 && device === undefined;
 
   const c = libc();
   const fd = c.socket(
@@ -87,8 +112,10 @@ export function openUdpSocket(
     enlargeBuffers(fd);
     if (device !== undefined) bindToDevice(fd, device);
     if (family === 6 && bind.address === "::") setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+    if (answerFromDestination) enablePacketInfo(fd, family, label);
     if (c.bind(fd, address, address.byteLength) < 0) throw bindError(errno(), bind, label);
-    return new KernelUdpSocket(fd, family, label);
+    const packetInfo = answerFromDestination ? new PacketInfo(c, family) : undefined;
+    return new KernelUdpSocket(fd, family, label, packetInfo);
   } catch (error) {
     closeQuietly(fd);
     throw error;
@@ -108,24 +135,77 @@ export function interfaceIndex(name: string): number {
   return libc().if_nametoindex(cString(name));
 }
 
+/**
+ * A sender seen recently: its raw sockaddr (the significant words, see
+ * `significantWords`), its `Endpoint`, and for sockets with `PacketInfo`
+ * the local address it last wrote to.
+ */
+interface Sender {
+  readonly words: Uint32Array;
+  readonly endpoint: Endpoint;
+  /** As the kernel gave it: IPv4 socket, word 0; IPv6 socket, 4 words. */
+  readonly local: Uint32Array;
+  /** Whether `local` holds the address to answer from. */
+  answerFrom: boolean;
+}
+
+/** A destination's sockaddr, encoded once per `Endpoint` object, with its words' hash. */
+interface Destination {
+  readonly sockaddr: Uint8Array;
+  /** Its significant words (see `significantWords`). */
+  readonly words: Uint32Array;
+  readonly hash: number;
+}
+
+const NO_LOCAL_ADDRESS = new Uint32Array(0);
+
+/**
+ * Errors of `sendmsg` that mean the remembered local address is no longer
+ * ours: IPv6 says EINVAL, IPv4 ENETUNREACH (its route lookup finds no
+ * interface that holds the source), EADDRNOTAVAIL is the classic name for
+ * it. The plain `sendto` that follows tells whether the peer is reachable.
+ */
+const SOURCE_GONE: ReadonlySet<number> = new Set([
+  Errno.EINVAL,
+  Errno.EADDRNOTAVAIL,
+  Errno.ENETUNREACH,
+]);
+
 class KernelUdpSocket implements UdpSocket, Disposable {
   #fd: number;
   readonly #libc = libc();
+  /** Set on server sockets, which answer each peer from the address it wrote to. */
+  readonly #packetInfo: PacketInfo | undefined;
 
   /** The sender's sockaddr as the kernel wrote it, and its length (in and out). */
-  readonly #from = new Uint8Array(SOCKADDR_IN6.size);
-  readonly #fromWords = new Uint32Array(this.#from.buffer);
+  readonly #from: Uint8Array;
+  readonly #fromWords: Uint32Array;
   readonly #fromLength = new Uint32Array(1);
   /**
    * Recent senders by a hash of their raw sockaddr. Not just the last one:
    * a multipath peer's datagrams arrive from each of its paths in turn.
+   * `send` finds the local address to answer from here, by the bytes of the
+   * destination rather than by its `Endpoint` object: the data path may
+   * hold an older object for the same address.
    */
-  readonly #senders = new Map<number, { words: Uint32Array; endpoint: Endpoint }>();
+  readonly #senders = new Map<number, Sender>();
   /** Encoded destinations, kept as long as the peer's `Endpoint` object lives. */
-  readonly #destinations = new WeakMap<Endpoint, Uint8Array>();
+  readonly #destinations = new WeakMap<Endpoint, Destination>();
 
-  constructor(fd: number, readonly family: 4 | 6, readonly label: string) {
+  constructor(
+    fd: number,
+    readonly family: 4 | 6,
+    readonly label: string,
+    packetInfo: PacketInfo | undefined,
+  ) {
     this.#fd = fd;
+    this.#packetInfo = packetInfo;
+    this.#from = packetInfo?.from ?? new Uint8Array(SOCKADDR_IN6.size);
+    this.#fromWords = new Uint32Array(
+      this.#from.buffer,
+      this.#from.byteOffset,
+      SOCKADDR_IN6.size / 4,
+    );
   }
 
   /** -1 once closed, so a reactor skips it. */
@@ -134,23 +214,45 @@ class KernelUdpSocket implements UdpSocket, Disposable {
   }
 
   receive(buf: Uint8Array): Received | null {
-    this.#fromLength[0] = SOCKADDR_IN6.size;
-    const length = Number(
-      this.#libc.recvfrom(this.#fd, buf, BigInt(buf.byteLength), 0, this.#from, this.#fromLength),
-    );
+    const packetInfo = this.#packetInfo;
+    let length;
+    if (packetInfo) {
+      length = packetInfo.receive(this.#fd, buf);
+    } else {
+      this.#fromLength[0] = SOCKADDR_IN6.size;
+      length = Number(
+        this.#libc.recvfrom(this.#fd, buf, BigInt(buf.byteLength), 0, this.#from, this.#fromLength),
+      );
+    }
     // EAGAIN: drained. Anything else (a queued ICMP error, a closed socket) is
     // consumed by this call and says nothing about the next datagram.
     if (length < 0) return null;
-    return { length, from: this.#sender() };
+    const sender = this.#sender();
+    // Every datagram: a peer may write to another of our addresses at any time.
+    if (packetInfo) sender.answerFrom = packetInfo.localAddress(sender.local);
+    return { length, from: sender.endpoint };
   }
 
   send(datagram: Uint8Array, to: Endpoint): string | null {
     if (this.#fd < 0) return "EBADF";
-    let address = this.#destinations.get(to);
-    if (!address) {
-      address = encodeSockaddr(this.family, to);
-      if (!address) return "EAFNOSUPPORT";
-      this.#destinations.set(to, address);
+    let destination = this.#destinations.get(to);
+    if (!destination) {
+      const sockaddr = encodeSockaddr(this.family, to);
+      if (!sockaddr) return "EAFNOSUPPORT";
+      const all = new Uint32Array(sockaddr.buffer, sockaddr.byteOffset, sockaddr.byteLength / 4);
+      const words = all.subarray(0, significantWords(all));
+      destination = { sockaddr, words, hash: hashWords(words, words.length) };
+      this.#destinations.set(to, destination);
+    }
+    const address = destination.sockaddr;
+    const packetInfo = this.#packetInfo;
+    const sender = packetInfo && this.#senderAt(destination);
+    if (packetInfo && sender?.answerFrom) {
+      const code = packetInfo.send(this.#fd, datagram, address, sender.local);
+      if (code === 0) return null;
+      if (!SOURCE_GONE.has(code)) return errnoName(code);
+      // Routing chooses until the peer writes to one of our addresses again.
+      sender.answerFrom = false;
     }
     const length = BigInt(datagram.byteLength);
     const sent = this.#libc.sendto(this.#fd, datagram, length, 0, address, address.byteLength);
@@ -168,24 +270,239 @@ class KernelUdpSocket implements UdpSocket, Disposable {
   }
 
   /** The sender of the datagram just received; the same object while its bytes repeat. */
-  #sender(): Endpoint {
+  #sender(): Sender {
     const words = this.#fromWords;
-    // Little-endian: the low half of word 0 is sa_family. IPv4 needs only
-    // family, port and address (2 words); IPv6 all 7 (flow info, scope id).
-    const count = (words[0] & 0xffff) === AF_INET ? 2 : words.length;
-    let hash = 0;
-    for (let i = 0; i < count; i++) hash = Math.imul(hash ^ words[i], 0x01000193);
+    const count = significantWords(words);
+    const hash = hashWords(words, count);
     const cached = this.#senders.get(hash);
-    if (cached && cached.words.length === count) {
-      let same = true;
-      for (let i = 0; same && i < count; i++) same = cached.words[i] === words[i];
-      if (same) return cached.endpoint;
-    }
+    if (cached && sameWords(cached.words, words, count)) return cached;
     // Forged senders cannot grow this without bound.
     if (this.#senders.size >= SENDER_CACHE_SIZE) this.#senders.clear();
-    const endpoint = decodeSockaddr(this.#from);
-    this.#senders.set(hash, { words: words.slice(0, count), endpoint });
-    return endpoint;
+    const sender: Sender = {
+      words: words.slice(0, count),
+      endpoint: decodeSockaddr(this.#from),
+      local: this.#packetInfo ? new Uint32Array(4) : NO_LOCAL_ADDRESS,
+      answerFrom: false,
+    };
+    this.#senders.set(hash, sender);
+    return sender;
+  }
+
+  /** The recent sender at `destination`, if there is one. */
+  #senderAt(destination: Destination): Sender | undefined {
+    const sender = this.#senders.get(destination.hash);
+    const { words } = destination;
+    return sender && sameWords(sender.words, words, words.length) ? sender : undefined;
+  }
+}
+
+/**
+ * How many leading words of a sockaddr tell peers apart. Little-endian: the
+ * low half of word 0 is sa_family. IPv4 needs only family, port and
+ * address (2 words); IPv6 all 7 (flow info, scope id).
+ */
+function significantWords(sockaddr: Uint32Array): number {
+  return (sockaddr[0] & 0xffff) === AF_INET ? 2 : SOCKADDR_IN6.size / 4;
+}
+
+function hashWords(words: Uint32Array, count: number): number {
+  let hash = 0;
+  for (let i = 0; i < count; i++) hash = Math.imul(hash ^ words[i], 0x01000193);
+  return hash;
+}
+
+/** Whether `remembered` is the first `count` words of `words`. */
+function sameWords(remembered: Uint32Array, words: Uint32Array, count: number): boolean {
+  if (remembered.length !== count) return false;
+  for (let i = 0; i < count; i++) if (remembered[i] !== words[i]) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// recvmsg/sendmsg with packet info, for server sockets.
+
+/**
+ * Where the structures of one `recvmsg` or `sendmsg` call live: one
+ * off-heap ArrayBuffer, whose memory never moves, so the pointers between
+ * them are written once.
+ *
+ * ```text
+ *   0 struct msghdr  (56)  msg_name → 72, msg_iov → 56, msg_control → 104
+ *  56 struct iovec   (16)  the datagram: the caller's buffer or a copy
+ *  72 sockaddr_in6   (28)  the peer (sockaddr_in uses the first 16)
+ * 100 padding         (4)  control messages are 8-aligned
+ * 104 control        (72)  room for one IP_PKTINFO (32) and one IPV6_PKTINFO (40) message
+ * ```
+ */
+const ARENA = {
+  iov: MSGHDR.size,
+  name: MSGHDR.size + IOVEC.size,
+  control: cmsgAlign(MSGHDR.size + IOVEC.size + SOCKADDR_IN6.size),
+  controlRoom: cmsgAlign(CMSGHDR.size + IN_PKTINFO.size) +
+    cmsgAlign(CMSGHDR.size + IN6_PKTINFO.size),
+} as const;
+const ARENA_SIZE = ARENA.control + ARENA.controlRoom;
+
+/**
+ * Indexes of the fields written per call in an arena's `Uint32Array`. The
+ * `size_t` fields (lengths) are 8 bytes; their high word stays 0.
+ */
+const WORD = {
+  nameLength: MSGHDR.nameLength / 4,
+  controlLength: MSGHDR.controlLength / 4,
+  iovBase: (ARENA.iov + IOVEC.base) / 4,
+  iovLength: (ARENA.iov + IOVEC.length) / 4,
+  control: ARENA.control / 4,
+} as const;
+
+/** Room for the largest UDP payload: what a datagram is copied into for `sendmsg`. */
+const MAX_DATAGRAM = 65535;
+
+/** The address of the bytes of a view, as the kernel sees it. Costs about 1 µs. */
+function addressOf(view: Uint8Array): number {
+  return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view)));
+}
+
+/** Writes a 64-bit pointer as two little-endian words at `index`. */
+function writePointer(words: Uint32Array, index: number, address: number): void {
+  words[index] = address >>> 0;
+  words[index + 1] = (address / 0x1_0000_0000) >>> 0;
+}
+
+/**
+ * Where each ArrayBuffer received into lives, so that `UnsafePointer.of`
+ * runs once per buffer, not per datagram. Sound because an ArrayBuffer's
+ * memory does not move while it lives (V8 moves a small typed array's bytes
+ * off its heap for good the first time `.buffer` or the address is taken),
+ * and a detached or shrunk buffer shows in the view's `byteLength`, which
+ * is the length given to the kernel on every call.
+ */
+const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+
+/** A fresh arena with its fixed pointers in place. */
+function newArena(): { header: Uint8Array; words: Uint32Array; name: Uint8Array } {
+  const buffer = new ArrayBuffer(ARENA_SIZE);
+  const header = new Uint8Array(buffer, 0, MSGHDR.size);
+  const words = new Uint32Array(buffer);
+  const base = addressOf(header);
+  writePointer(words, MSGHDR.name / 4, base + ARENA.name);
+  writePointer(words, MSGHDR.iov / 4, base + ARENA.iov);
+  words[MSGHDR.iovLength / 4] = 1;
+  writePointer(words, MSGHDR.control / 4, base + ARENA.control);
+  return { header, words, name: new Uint8Array(buffer, ARENA.name, SOCKADDR_IN6.size) };
+}
+
+/**
+ * `recvmsg` that also learns the local address each datagram was sent to,
+ * and `sendmsg` from a chosen local address. An IPv4 socket uses
+ * IP_PKTINFO; an IPv6 one IPV6_PKTINFO, which the kernel also gives for
+ * IPv4 peers of a dual-stack socket, as `::ffff:a.b.c.d`, and accepts back
+ * in that form.
+ */
+class PacketInfo {
+  readonly #libc: Libc;
+  readonly #in = newArena();
+  readonly #out = newArena();
+  /** `sendmsg` sends this copy: a datagram's address would cost more than copying it. */
+  readonly #outData = new Uint8Array(new ArrayBuffer(MAX_DATAGRAM));
+  readonly #level: number;
+  readonly #type: number;
+  /** CMSG_LEN of the one control message we use. */
+  readonly #messageLength: number;
+  /** Where its address starts (in words from the message's start), and how many words. */
+  readonly #addressWord: number;
+  readonly #addressWords: number;
+  /** The buffer last received into and its address: the usual case needs no lookup. */
+  #lastBuffer: ArrayBufferLike | undefined;
+  #lastBase = 0;
+
+  constructor(c: Libc, family: 4 | 6) {
+    this.#libc = c;
+    const v4 = family === 4;
+    this.#level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+    this.#type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
+    this.#messageLength = CMSGHDR.size + (v4 ? IN_PKTINFO.size : IN6_PKTINFO.size);
+    // IPv4: ipi_spec_dst, received as the kernel's choice of source for an
+    // answer (the destination itself, unless that was a broadcast), sent as
+    // the source. IPv6: ipi6_addr, the destination, then the source.
+    this.#addressWord = (CMSGHDR.data + (v4 ? IN_PKTINFO.specDst : IN6_PKTINFO.addr)) / 4;
+    this.#addressWords = v4 ? 1 : 4;
+
+    // Sending: one control message, of which only the address changes;
+    // ifindex 0 lets routing pick the interface.
+    const out = this.#out.words;
+    writePointer(out, WORD.iovBase, addressOf(this.#outData));
+    out[WORD.control + CMSGHDR.length / 4] = this.#messageLength;
+    out[WORD.control + CMSGHDR.level / 4] = this.#level;
+    out[WORD.control + CMSGHDR.type / 4] = this.#type;
+    out[WORD.controlLength] = cmsgAlign(this.#messageLength);
+  }
+
+  /** Where `receive` leaves the sender's sockaddr. */
+  get from(): Uint8Array {
+    return this.#in.name;
+  }
+
+  /** `recvmsg` into `buf`: the length, or -1 (errno is set). */
+  receive(fd: number, buf: Uint8Array): number {
+    const words = this.#in.words;
+    writePointer(words, WORD.iovBase, this.#addressOfBuffer(buf));
+    words[WORD.iovLength] = buf.byteLength;
+    words[WORD.nameLength] = SOCKADDR_IN6.size;
+    words[WORD.controlLength] = ARENA.controlRoom;
+    return Number(this.#libc.recvmsg(fd, this.#in.header, 0));
+  }
+
+  /**
+   * Copies the local address of the datagram just received into `into`;
+   * false when the kernel gave none (then routing will choose).
+   */
+  localAddress(into: Uint32Array): boolean {
+    const words = this.#in.words;
+    const end = ARENA.control + Math.min(words[WORD.controlLength], ARENA.controlRoom);
+    for (let at = ARENA.control; at + CMSGHDR.size <= end;) {
+      const length = words[(at + CMSGHDR.length) / 4];
+      if (length < CMSGHDR.size || at + length > end) return false; // malformed: trust none
+      if (
+        words[(at + CMSGHDR.level) / 4] === this.#level &&
+        words[(at + CMSGHDR.type) / 4] === this.#type && length >= this.#messageLength
+      ) {
+        const first = at / 4 + this.#addressWord;
+        for (let i = 0; i < this.#addressWords; i++) into[i] = words[first + i];
+        return true;
+      }
+      at += cmsgAlign(length);
+    }
+    return false;
+  }
+
+  /** `sendmsg` of `datagram` to sockaddr `to` from local address `from`: 0, or the errno. */
+  send(fd: number, datagram: Uint8Array, to: Uint8Array, from: Uint32Array): number {
+    if (datagram.byteLength > this.#outData.byteLength) return Errno.EMSGSIZE;
+    this.#outData.set(datagram);
+    const words = this.#out.words;
+    words[WORD.iovLength] = datagram.byteLength;
+    this.#out.name.set(to);
+    words[WORD.nameLength] = to.byteLength;
+    const first = WORD.control + this.#addressWord;
+    for (let i = 0; i < this.#addressWords; i++) words[first + i] = from[i];
+    return this.#libc.sendmsg(fd, this.#out.header, 0) >= 0n ? 0 : errno();
+  }
+
+  /** The address of `buf`'s bytes, looked up once per ArrayBuffer. */
+  #addressOfBuffer(buf: Uint8Array): number {
+    if (buf.byteLength === 0) return 0; // the kernel writes nothing there
+    const buffer = buf.buffer;
+    if (buffer !== this.#lastBuffer) {
+      let base = bufferAddresses.get(buffer);
+      if (base === undefined) {
+        base = addressOf(buf) - buf.byteOffset;
+        bufferAddresses.set(buffer, base);
+      }
+      this.#lastBuffer = buffer;
+      this.#lastBase = base;
+    }
+    return this.#lastBase + buf.byteOffset;
   }
 }
 
@@ -238,6 +555,21 @@ function enlargeBuffers(fd: number): void {
       setInt(fd, SOL_SOCKET, plain, SOCKET_BUFFER_BYTES);
     }
   }
+}
+
+/** Asks the kernel for the local address of each datagram (see `PacketInfo`). */
+function enablePacketInfo(fd: number, family: 4 | 6, label: string): void {
+  const [level, option] = family === 4
+    ? [IPPROTO_IP, IP_PKTINFO]
+    : [IPPROTO_IPV6, IPV6_RECVPKTINFO];
+  if (setInt(fd, level, option, 1)) return;
+  const code = errno();
+  throw new SystemError(
+    family === 4 ? "setsockopt(IP_PKTINFO)" : "setsockopt(IPV6_RECVPKTINFO)",
+    code,
+    errnoName(code),
+    label,
+  );
 }
 
 function setInt(fd: number, level: number, option: number, value: number): boolean {

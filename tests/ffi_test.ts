@@ -477,6 +477,129 @@ kernelTest(
   },
 );
 
+kernelTest(
+  "UDP: a server on 0.0.0.0 or [::] answers each client from the address it wrote to",
+  async () => {
+    await using lab = new Lab();
+    const cli = await lab.namespace("cli");
+    const srv = await lab.namespace("srv");
+    await ip("-n", cli, "link", "add", "up0", "type", "veth", "peer", "name", "dn0", "netns", srv);
+    await ip("-n", cli, "addr", "add", "10.89.0.1/24", "dev", "up0");
+    await ip("-n", cli, "addr", "add", "fd00:89::1/64", "dev", "up0", "nodad");
+    // The server has three addresses of each family: the veth's primary (what
+    // routing answers from), a second one on the veth, and one on lo.
+    await ip("-n", srv, "addr", "add", "10.89.0.2/24", "dev", "dn0");
+    await ip("-n", srv, "addr", "add", "10.89.0.3/24", "dev", "dn0");
+    await ip("-n", srv, "addr", "add", "fd00:89::2/64", "dev", "dn0", "nodad");
+    await ip("-n", srv, "addr", "add", "fd00:89::3/64", "dev", "dn0", "nodad");
+    await ip("-n", srv, "addr", "add", "10.89.9.9/32", "dev", "lo");
+    await ip("-n", srv, "addr", "add", "fd00:89:9::9/128", "dev", "lo", "nodad");
+    await ip("-n", cli, "link", "set", "up0", "up");
+    await ip("-n", srv, "link", "set", "dn0", "up");
+    await ip("-n", cli, "route", "add", "10.89.9.9/32", "via", "10.89.0.2");
+    await ip("-n", cli, "route", "add", "fd00:89:9::9/128", "via", "fd00:89::2");
+
+    const v4Server = lab.spawn(srv, ["udp-echo", "4", "0.0.0.0:40000"]);
+    assert.deepEqual(await v4Server.next(), { event: "ready", label: "0.0.0.0:40000" });
+    const dualStack = lab.spawn(srv, ["udp-echo", "6", "[::]:40001"]);
+    assert.deepEqual(await dualStack.next(), { event: "ready", label: "[::]:40001" });
+    // Tied to its interface: the plain path, where routing picks the source.
+    const deviceServer = lab.spawn(srv, ["udp-echo", "4", "0.0.0.0:40002", "dn0"]);
+    assert.deepEqual(await deviceServer.next(), { event: "ready", label: "dn0" });
+
+    /** One client socket writes to each target in turn, twice; every echo must come back from it. */
+    const alternate = async (
+      server: Child,
+      family: 4 | 6,
+      targets: string[],
+      device = "",
+    ): Promise<Message> => {
+      const rounds = 2;
+      const [result] = await lab.run(cli, [
+        "udp-alternate",
+        `${family}`,
+        targets.join(","),
+        `${rounds}`,
+        device,
+      ]);
+      for (let i = 0; i < rounds * targets.length; i++) {
+        assert.equal((await server.next()).sent, null, "the server's send succeeded");
+      }
+      return result;
+    };
+    const answeredFromTarget = (result: Message, targets: string[]) => {
+      const expected = [...targets, ...targets].map((to) => ({ to, sent: null, from: to }));
+      assert.deepEqual(result.replies, expected);
+    };
+
+    const v4Targets = ["10.89.9.9:40000", "10.89.0.3:40000", "10.89.0.2:40000"];
+    answeredFromTarget(await alternate(v4Server, 4, v4Targets), v4Targets);
+    const v6Targets = ["[fd00:89:9::9]:40001", "[fd00:89::3]:40001", "[fd00:89::2]:40001"];
+    answeredFromTarget(await alternate(dualStack, 6, v6Targets), v6Targets);
+    const mappedTargets = ["10.89.9.9:40001", "10.89.0.3:40001", "10.89.0.2:40001"];
+    answeredFromTarget(await alternate(dualStack, 4, mappedTargets), mappedTargets);
+
+    // A client socket tied to its uplink keeps the plain path and still hears every answer.
+    const viaDevice = await alternate(v4Server, 4, v4Targets, "up0");
+    assert.equal(viaDevice.label, "up0");
+    answeredFromTarget(viaDevice, v4Targets);
+    // So does a server tied to its interface: routing answers from the veth's primary address.
+    const deviceTargets = ["10.89.9.9:40002", "10.89.0.3:40002"];
+    const fromRouting = await alternate(deviceServer, 4, deviceTargets);
+    assert.deepEqual(
+      fromRouting.replies,
+      [...deviceTargets, ...deviceTargets].map((to) => ({
+        to,
+        sent: null,
+        from: "10.89.0.2:40002",
+      })),
+    );
+
+    for (const server of [v4Server, dualStack, deviceServer]) {
+      assert.equal((await server.finish()).code, 0);
+    }
+  },
+);
+
+kernelTest(
+  "UDP: the address to answer from is kept per client and dropped when it goes away; recvmsg fills only the caller's buffer",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("source");
+    const results = await lab.run(ns, ["udp-source"]);
+    const byWhat = Object.fromEntries(results.map(({ what, ...rest }) => [what, rest]));
+    for (
+      const [server, extra, plain] of [
+        ["0.0.0.0:4500", "10.89.7.7:4500", "127.0.0.1:4500"],
+        ["[::]:4501", "[fd00:89:7::7]:4501", "[::1]:4501"],
+        ["[::]:4502", "10.89.7.8:4502", "127.0.0.1:4502"],
+      ]
+    ) {
+      assert.deepEqual(byWhat[server], {
+        sameSender: true,
+        // Two clients, each answered from the address it wrote to.
+        perSender: [{ sent: null, from: extra }, { sent: null, from: plain }],
+        // The kernel refuses the removed source; the answer still goes out.
+        afterRemoval: [{ sent: null, from: plain }, { sent: null, from: plain }],
+        afterReturn: { sent: null, from: extra },
+      }, server);
+    }
+    // recvmsg writes where the caller's buffer is, whatever its offset or size.
+    const texts = [0, 1, 2, 3, 4, 5].map((i) => `datagram ${i}`);
+    assert.deepEqual(
+      byWhat["buffers"],
+      {
+        received: texts.map((text, i) =>
+          i === 3
+            ? { length: 0, text: "", changedOutside: false } // an empty buffer: truncated to nothing
+            : { length: text.length, text, changedOutside: false }
+        ),
+        drained: null,
+      },
+    );
+  },
+);
+
 kernelTest("UDP: a missing interface or a taken address is a UserError naming it", async () => {
   await using lab = new Lab();
   const ns = await lab.namespace("udp");
