@@ -12,6 +12,7 @@ import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
 import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import { seededRandom } from "../lib/random.ts";
 
 /** Wakes every waiting fake reactor; spurious wake-ups are allowed by `Reactor`. */
 class Doorbell {
@@ -115,17 +116,8 @@ export interface Impairment {
   delayMs?: number;
 }
 
-/** A small deterministic PRNG (mulberry32), so impaired runs repeat. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small deterministic PRNG (mulberry32), so impaired runs repeat; lives in `lib/random.ts`. */
+export { seededRandom };
 
 /** A UDP network in memory: sockets bound to addresses, with per-socket impairment on send. */
 export class FakeNetwork {
