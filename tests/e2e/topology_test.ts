@@ -4,8 +4,8 @@
  * real packets, and disposing leaves nothing behind. Root only.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, parsePing } from "./lab.ts";
-import { ipv4Packets, udpDatagrams } from "./tools/pcap.ts";
+import { ADDRESSES, Lab, type LabProcess, parsePing } from "../../lab/lab.ts";
+import { ipv4Packets, udpDatagrams } from "../../lab/tools/pcap.ts";
 
 const availability = Lab.available(["tcpdump"]);
 const ignore = !availability.ok;
@@ -285,4 +285,25 @@ Deno.test("pcap reader: LINUX_SLL, big-endian, nanosecond files", () => {
   assert.equal(datagram.at, 1_700_000_000_500);
   // A record cut short ends the reading instead of throwing.
   assert.deepEqual(udpDatagrams(file.subarray(0, file.length - 3)), []);
+});
+
+Deno.test({
+  name: "topology: with wires, an impairer on link A delays link A only, until it stops",
+  ignore,
+}, async () => {
+  await using lab = await Lab.create({ wires: true });
+  /** Round trips of 5 pings over `device`, all of which must be answered. */
+  const rtts = async (device: string) => {
+    const result = await lab.ping("cli", ADDRESSES.srv, { count: 5, intervalMs: 50, device });
+    assert.equal(result.received, 5, result.output);
+    return result.replies.map((reply) => reply.rttMs);
+  };
+  assert.ok((await rtts("upa")).every((ms) => ms < 10), "link A is plain before");
+  const impairer = await lab.impair("a", ["--delay", "20", "--seed", "1", "--stats-interval", "0"]);
+  const slow = await rtts("upa");
+  assert.ok(slow.every((ms) => ms >= 40 && ms < 80), `link A: ${slow.join(", ")} ms`);
+  const fast = await rtts("upb");
+  assert.ok(fast.every((ms) => ms < 10), `link B: ${fast.join(", ")} ms`);
+  assert.equal((await impairer.stop()).code, 0, impairer.describe());
+  assert.ok((await rtts("upa")).every((ms) => ms < 10), "link A is plain again after");
 });

@@ -1,5 +1,5 @@
 /**
- * End-to-end tests of the real CLI in the lab (see `lab.ts`), run as a user
+ * End-to-end tests of the real CLI in the lab (see `lab/lab.ts`), run as a user
  * would: `tuxburst serve` in `srv`, `tuxburst connect` in `cli` with both
  * uplinks and the default route through the tunnel, traffic from `cli` to
  * `web` (which only `srv` can reach). Root only.
@@ -8,8 +8,8 @@
  * prints the end of every tuxburst process's output.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type NsName, type PingResult } from "./lab.ts";
-import { udpDatagrams } from "./tools/pcap.ts";
+import { ADDRESSES, Lab, type LabProcess, type NsName, type PingResult } from "../../lab/lab.ts";
+import { udpDatagrams } from "../../lab/tools/pcap.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;

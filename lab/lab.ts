@@ -8,6 +8,18 @@
  *   [cli] upb ==link B== cli [ispB] wan ==/     ispb web    \== wan [web]  (a site)
  * ```
  *
+ * With `wires: true`, a "wire" namespace sits on each link between `cli` and
+ * its ISP, where an impairment program (`tools/impair.ts`, started with
+ * `Lab.impair`) delays, drops and stalls the link's packets through a TUN
+ * device and policy routing; `netem` is not available, see LAB.md:
+ *
+ * ```text
+ *   [cli] upa ==10.1.1.0/24== a [wireA] b ==10.1.0.0/30== cli [ispA] wan == …
+ *   [cli] upb ==10.2.2.0/24== a [wireB] b ==10.2.0.0/30== cli [ispB] wan == …
+ * ```
+ *
+ * `cli`'s addresses and gateways are the same either way.
+ *
  * The ISPs masquerade their client side (carrier-grade NAT), `srv` masquerades
  * the tunnel's 10.99.0.0/24 out of its one uplink, and `inet` forwards to `web`
  * only from the server's address, so a test cannot pass over a direct path.
@@ -33,21 +45,28 @@
  * @module
  */
 
-/** The namespaces of a lab, by role. */
+/** The namespaces of every lab, by role. */
 export const NAMESPACES = ["cli", "ispA", "ispB", "inet", "srv", "web"] as const;
+/** The namespaces a lab made with `wires: true` has besides `NAMESPACES`. */
+export const WIRE_NAMESPACES = ["wireA", "wireB"] as const;
 /** One of the lab's namespaces, by role. */
-export type NsName = typeof NAMESPACES[number];
+export type NsName = typeof NAMESPACES[number] | typeof WIRE_NAMESPACES[number];
 /** The client's two uplinks: link A via `ispA`, link B via `ispB`. */
 export type IspLink = "a" | "b";
 
 /** Addresses of the lab (all /24). */
 export const ADDRESSES = {
-  /** `cli` on link A (`upa`) and `ispA`'s side of it. */
+  /** `cli` on link A (`upa`) and its gateway: `ispA`, or `wireA` in a lab with wires. */
   cliA: "10.1.1.2",
   ispACli: "10.1.1.1",
-  /** `cli` on link B (`upb`) and `ispB`'s side of it. */
+  /** `cli` on link B (`upb`) and its gateway: `ispB`, or `wireB` in a lab with wires. */
   cliB: "10.2.2.2",
   ispBCli: "10.2.2.1",
+  /** In a lab with wires: each wire's side towards its ISP, and the ISP's side of it. */
+  wireAIsp: "10.1.0.1",
+  ispAWire: "10.1.0.2",
+  wireBIsp: "10.2.0.1",
+  ispBWire: "10.2.0.2",
   /** The ISPs' public addresses: what the world sees of `cli` through their NAT. */
   ispA: "172.16.1.2",
   ispB: "172.16.2.2",
@@ -68,33 +87,71 @@ export const TUNNEL_SUBNET = "10.99.0.0/24";
 /** The client's uplink interface for each link. */
 export const UPLINKS: Record<IspLink, string> = { a: "upa", b: "upb" };
 
+/** The client's subnet on each link (what its ISP masquerades). */
+export const CLIENT_NETS: Record<IspLink, string> = { a: "10.1.1.0/24", b: "10.2.2.0/24" };
+
+/** The wire namespace on each link, in a lab with wires. */
+export const WIRES: Record<IspLink, NsName> = { a: "wireA", b: "wireB" };
+
+/** The impairment program that `Lab.impair` runs in a wire namespace. */
+export const IMPAIR_TOOL = new URL("../tools/impair.ts", import.meta.url).pathname;
+
+/** The TUN device of the impairment program, and the routing table that sends a wire's traffic into it. */
+const IMPAIR_TUN = "imp0";
+const IMPAIR_TABLE = 100;
+
 /** Directory of the helper programs (`tools/*.ts`) that run inside namespaces. */
 export const TOOLS_DIR = new URL("./tools/", import.meta.url).pathname;
 
-/** `[namespace, interface, address/prefix]` for both ends of each veth pair. */
-const LINKS: readonly [NsName, string, string, NsName, string, string][] = [
-  ["cli", "upa", `${ADDRESSES.cliA}/24`, "ispA", "cli", `${ADDRESSES.ispACli}/24`],
-  ["cli", "upb", `${ADDRESSES.cliB}/24`, "ispB", "cli", `${ADDRESSES.ispBCli}/24`],
-  ["ispA", "wan", `${ADDRESSES.ispA}/24`, "inet", "ispa", `${ADDRESSES.inetA}/24`],
-  ["ispB", "wan", `${ADDRESSES.ispB}/24`, "inet", "ispb", `${ADDRESSES.inetB}/24`],
-  ["srv", "wan", `${ADDRESSES.srv}/24`, "inet", "srv", `${ADDRESSES.inetSrv}/24`],
-  ["web", "wan", `${ADDRESSES.web}/24`, "inet", "web", `${ADDRESSES.inetWeb}/24`],
-];
+type LinkSpec = readonly [NsName, string, string, NsName, string, string];
+
+/** The veth pairs, `[namespace, interface, address/prefix]` for both ends of each. */
+function links(wires: boolean): LinkSpec[] {
+  const access: LinkSpec[] = wires
+    ? [
+      ["cli", "upa", `${ADDRESSES.cliA}/24`, "wireA", "a", `${ADDRESSES.ispACli}/24`],
+      ["wireA", "b", `${ADDRESSES.wireAIsp}/30`, "ispA", "cli", `${ADDRESSES.ispAWire}/30`],
+      ["cli", "upb", `${ADDRESSES.cliB}/24`, "wireB", "a", `${ADDRESSES.ispBCli}/24`],
+      ["wireB", "b", `${ADDRESSES.wireBIsp}/30`, "ispB", "cli", `${ADDRESSES.ispBWire}/30`],
+    ]
+    : [
+      ["cli", "upa", `${ADDRESSES.cliA}/24`, "ispA", "cli", `${ADDRESSES.ispACli}/24`],
+      ["cli", "upb", `${ADDRESSES.cliB}/24`, "ispB", "cli", `${ADDRESSES.ispBCli}/24`],
+    ];
+  return [
+    ...access,
+    ["ispA", "wan", `${ADDRESSES.ispA}/24`, "inet", "ispa", `${ADDRESSES.inetA}/24`],
+    ["ispB", "wan", `${ADDRESSES.ispB}/24`, "inet", "ispb", `${ADDRESSES.inetB}/24`],
+    ["srv", "wan", `${ADDRESSES.srv}/24`, "inet", "srv", `${ADDRESSES.inetSrv}/24`],
+    ["web", "wan", `${ADDRESSES.web}/24`, "inet", "web", `${ADDRESSES.inetWeb}/24`],
+  ];
+}
 
 /** Routes besides the connected ones; `cli` has two defaults like NetworkManager makes. */
-const ROUTES: Partial<Record<NsName, string[]>> = {
-  cli: [
-    `default via ${ADDRESSES.ispACli} dev upa metric 100`,
-    `default via ${ADDRESSES.ispBCli} dev upb metric 200`,
-  ],
-  ispA: [`default via ${ADDRESSES.inetA} dev wan`],
-  ispB: [`default via ${ADDRESSES.inetB} dev wan`],
-  srv: [`default via ${ADDRESSES.inetSrv} dev wan`],
-  web: [`default via ${ADDRESSES.inetWeb} dev wan`],
-};
+function routes(wires: boolean): Partial<Record<NsName, string[]>> {
+  const common: Partial<Record<NsName, string[]>> = {
+    cli: [
+      `default via ${ADDRESSES.ispACli} dev upa metric 100`,
+      `default via ${ADDRESSES.ispBCli} dev upb metric 200`,
+    ],
+    ispA: [`default via ${ADDRESSES.inetA} dev wan`],
+    ispB: [`default via ${ADDRESSES.inetB} dev wan`],
+    srv: [`default via ${ADDRESSES.inetSrv} dev wan`],
+    web: [`default via ${ADDRESSES.inetWeb} dev wan`],
+  };
+  if (!wires) return common;
+  return {
+    ...common,
+    ispA: [...common.ispA!, `${CLIENT_NETS.a} via ${ADDRESSES.wireAIsp} dev cli`],
+    ispB: [...common.ispB!, `${CLIENT_NETS.b} via ${ADDRESSES.wireBIsp} dev cli`],
+    // The client's side is connected; everything else is beyond the ISP.
+    wireA: [`default via ${ADDRESSES.ispAWire} dev b`],
+    wireB: [`default via ${ADDRESSES.ispBWire} dev b`],
+  };
+}
 
 /** Namespaces that forward packets. */
-const ROUTERS: readonly NsName[] = ["ispA", "ispB", "inet", "srv"];
+const ROUTERS: readonly NsName[] = ["ispA", "ispB", "inet", "srv", "wireA", "wireB"];
 
 /**
  * An ISP: NAT of its client side, and empty chains where `blackhole()` puts
@@ -111,8 +168,8 @@ table ip tb {
 }
 
 const NFT_RULES: Partial<Record<NsName, string>> = {
-  ispA: ispRules("10.1.1.0/24"),
-  ispB: ispRules("10.2.2.0/24"),
+  ispA: ispRules(CLIENT_NETS.a),
+  ispB: ispRules(CLIENT_NETS.b),
   inet: `
 table ip tb {
   chain to_web {
@@ -155,6 +212,8 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** A short name for messages (default: the command's first words). */
   label?: string;
+  /** Called with each complete line of stdout as it arrives (for live progress). */
+  onLine?: (line: string) => void;
 }
 
 /** Result of `Lab.ping`. */
@@ -200,6 +259,22 @@ export interface LabOptions {
    * it is up, which strict mode (1, RHEL's default) drops.
    */
   rpFilter?: 0 | 1 | 2;
+  /**
+   * Put a wire namespace (`wireA`, `wireB`) on each link between `cli` and
+   * its ISP, for `Lab.impair` (default false). Until an impairment program
+   * runs there, a wire just forwards.
+   */
+  wires?: boolean;
+}
+
+/** Options of `Lab.impair`. */
+export interface ImpairOptions {
+  /** Bound on the wait for the program's `ready` line (default 15 s). */
+  readyTimeoutMs?: number;
+  /** Passed to `Lab.spawn`. */
+  label?: string;
+  /** Called with every line the program prints on stdout (its JSON events), as it prints them. */
+  onLine?: (line: string) => void;
 }
 
 /** Why the lab cannot run, when it cannot. */
@@ -260,7 +335,13 @@ class Tail {
   total = 0;
   readonly done: Promise<void>;
 
-  constructor(stream: ReadableStream<Uint8Array>, readonly keep: number) {
+  #partial = "";
+
+  constructor(
+    stream: ReadableStream<Uint8Array>,
+    readonly keep: number,
+    readonly onLine?: (line: string) => void,
+  ) {
     this.done = this.#pump(stream);
   }
 
@@ -287,6 +368,11 @@ class Tail {
   }
 
   #append(text: string): void {
+    if (this.onLine) {
+      const lines = (this.#partial + text).split("\n");
+      this.#partial = lines.pop()!;
+      for (const line of lines) this.onLine(line);
+    }
     this.#text += text;
     if (this.#text.length > this.keep * 1.5) this.#text = this.#text.slice(-this.keep);
   }
@@ -315,10 +401,11 @@ export class LabProcess {
     readonly ns: NsName,
     child: Deno.ChildProcess,
     keepBytes: number,
+    onLine?: (line: string) => void,
   ) {
     this.#child = child;
     this.pid = child.pid;
-    this.#out = new Tail(child.stdout, keepBytes);
+    this.#out = new Tail(child.stdout, keepBytes, onLine);
     this.#err = new Tail(child.stderr, keepBytes);
     this.#exited = child.status.then(async (status) => {
       // Output written before the exit is in the pipes; a grandchild that
@@ -513,7 +600,7 @@ export class Lab implements AsyncDisposable {
     const lab = new Lab(await Deno.makeTempDir({ prefix: "tuxburst-e2e-" }));
     trackLab(lab, true);
     try {
-      await lab.#build(options.rpFilter ?? 2);
+      await lab.#build(options.rpFilter ?? 2, options.wires ?? false);
     } catch (error) {
       await lab[Symbol.asyncDispose]();
       throw error;
@@ -526,8 +613,16 @@ export class Lab implements AsyncDisposable {
     return `${this.prefix}-${ns}`;
   }
 
-  async #build(rpFilter: 0 | 1 | 2): Promise<void> {
-    for (const ns of NAMESPACES) {
+  /** Whether this lab has wire namespaces (`LabOptions.wires`). */
+  get wires(): boolean {
+    return this.#made.includes("wireA");
+  }
+
+  async #build(rpFilter: 0 | 1 | 2, wires: boolean): Promise<void> {
+    const namespaces: NsName[] = [...NAMESPACES, ...(wires ? WIRE_NAMESPACES : [])];
+    const linkSpecs = links(wires);
+    const routeSpecs = routes(wires);
+    for (const ns of namespaces) {
       const result = await ipNetns(["add", this.nsName(ns)]);
       if (!result.success) {
         throw new Error(
@@ -537,31 +632,34 @@ export class Lab implements AsyncDisposable {
       this.#made.push(ns);
     }
     // Set before the links exist, so that they inherit `default`.
-    await Promise.all(NAMESPACES.map((ns) =>
-      this.exec(ns, [
+    await Promise.all(namespaces.map((ns) => {
+      // A wire forwards whatever comes back out of the impairer's TUN device,
+      // whose reverse path is never that device.
+      const rp = WIRE_NAMESPACES.some((wire) => wire === ns) ? 0 : rpFilter;
+      return this.exec(ns, [
         "sysctl",
         "-q",
         "-w",
-        `net.ipv4.conf.all.rp_filter=${rpFilter}`,
-        `net.ipv4.conf.default.rp_filter=${rpFilter}`,
+        `net.ipv4.conf.all.rp_filter=${rp}`,
+        `net.ipv4.conf.default.rp_filter=${rp}`,
         `net.ipv4.ip_forward=${ROUTERS.includes(ns) ? 1 : 0}`,
-      ], { check: true })
-    ));
+      ], { check: true });
+    }));
     const pairs = new Map<NsName, string[]>();
-    for (const [ns, name, , peerNs, peerName] of LINKS) {
+    for (const [ns, name, , peerNs, peerName] of linkSpecs) {
       pairs.set(ns, [
         ...(pairs.get(ns) ?? []),
-        `link add ${name} type veth peer name ${peerName} netns ${this.nsName(peerNs)}`,
+        `link add name ${name} type veth peer name ${peerName} netns ${this.nsName(peerNs)}`,
       ]);
     }
     for (const [ns, commands] of pairs) await this.#ipBatch(ns, commands);
-    await Promise.all(NAMESPACES.map((ns) => {
+    await Promise.all(namespaces.map((ns) => {
       const commands = ["link set lo up"];
-      for (const [a, aName, aAddr, b, bName, bAddr] of LINKS) {
-        if (a === ns) commands.push(`addr add ${aAddr} dev ${aName}`, `link set ${aName} up`);
-        if (b === ns) commands.push(`addr add ${bAddr} dev ${bName}`, `link set ${bName} up`);
+      for (const [a, aName, aAddr, b, bName, bAddr] of linkSpecs) {
+        if (a === ns) commands.push(`addr add ${aAddr} dev ${aName}`, `link set dev ${aName} up`);
+        if (b === ns) commands.push(`addr add ${bAddr} dev ${bName}`, `link set dev ${bName} up`);
       }
-      commands.push(...(ROUTES[ns] ?? []).map((route) => `route add ${route}`));
+      commands.push(...(routeSpecs[ns] ?? []).map((route) => `route add ${route}`));
       return this.#ipBatch(ns, commands);
     }));
     await Promise.all(
@@ -599,7 +697,13 @@ export class Lab implements AsyncDisposable {
       env: { NO_COLOR: "1", ...options.env },
     }).spawn();
     const label = options.label ?? cmd.slice(0, 3).map((word) => word.split("/").pop()).join(" ");
-    const process = new LabProcess(label, ns, child, options.keepBytes ?? 256 * 1024);
+    const process = new LabProcess(
+      label,
+      ns,
+      child,
+      options.keepBytes ?? 256 * 1024,
+      options.onLine,
+    );
     this.#processes.add(process);
     return { process, child };
   }
@@ -688,6 +792,53 @@ export class Lab implements AsyncDisposable {
       await sleep(100);
     }
     return false;
+  }
+
+  /**
+   * Starts the impairment program (`tools/impair.ts`) on `link`'s wire with
+   * `args` (delay, jitter, loss, stalls; see that program), waits for its
+   * `ready` line, then sends both directions of the link through its TUN
+   * device. Stopping the program removes the device, and with it the route,
+   * so the wire forwards plainly again. Needs a lab made with `wires: true`.
+   *
+   * @example
+   * ```ts
+   * await using lab = await Lab.create({ wires: true });
+   * const impairer = await lab.impair("a", ["--delay", "15", "--stalls", "fixed:5:2"]);
+   * // … traffic over link A now takes 30 ms more per round trip and stalls at 5 s for 2 s.
+   * await impairer.stop();
+   * ```
+   */
+  async impair(link: IspLink, args: string[], options: ImpairOptions = {}): Promise<LabProcess> {
+    if (!this.wires) throw new Error("Lab.impair needs a lab made with { wires: true }");
+    const ns = WIRES[link];
+    const process = this.spawn(ns, [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      IMPAIR_TOOL,
+      "--tun",
+      IMPAIR_TUN,
+      "--client-net",
+      CLIENT_NETS[link],
+      ...args,
+    ], { label: options.label ?? `impair ${link}`, onLine: options.onLine });
+    await process.waitForOutput(/"event"\s*:\s*"ready"/, {
+      stream: "stdout",
+      timeoutMs: options.readyTimeoutMs ?? 15_000,
+    });
+    // Rules left by an earlier impairer on this wire would make `rule add` fail.
+    for (const pref of [100, 101]) await this.exec(ns, ["ip", "rule", "del", "pref", String(pref)]);
+    // Both directions of the link, but not what comes back out of the TUN device.
+    await this.#ipBatch(ns, [
+      `rule add iif a lookup ${IMPAIR_TABLE} pref 100`,
+      `rule add iif b lookup ${IMPAIR_TABLE} pref 101`,
+      `route replace default dev ${IMPAIR_TUN} table ${IMPAIR_TABLE}`,
+      // Room for what the kernel routes into the device while the program is busy.
+      `link set dev ${IMPAIR_TUN} txqueuelen 10000`,
+    ]);
+    return process;
   }
 
   /**
