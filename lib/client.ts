@@ -54,6 +54,10 @@ export interface Uplink {
   retryAt: number;
   /** The last error reported for it, so each distinct problem is logged once. */
   problem?: string;
+  /** When its socket was opened; an uplink silent since then is reported once. */
+  openedAt: number;
+  /** Whether its silence was already logged (as "never reached" or "down"). */
+  silenceReported: boolean;
   rttMs?: number;
 }
 
@@ -88,6 +92,8 @@ export class ClientRole implements Role {
       lastHeard: -Infinity,
       up: false,
       retryAt: 0,
+      openedAt: 0,
+      silenceReported: false,
     }));
   }
 
@@ -144,6 +150,8 @@ export class ClientRole implements Role {
     uplink.lastHeard = now;
     if (!uplink.up) {
       uplink.up = true;
+      uplink.silenceReported = false;
+      uplink.problem = undefined;
       log.info("uplink {uplink} is up", { uplink: uplink.name });
     }
   }
@@ -227,12 +235,30 @@ export class ClientRole implements Role {
     for (const uplink of this.uplinks) {
       if (uplink.up && now - uplink.lastHeard > deadAfter) {
         uplink.up = false;
-        log.warn("uplink {uplink} is down: nothing heard for {seconds} s", {
+        uplink.silenceReported = true;
+        log.warn("uplink {uplink} is down: nothing heard for {seconds} s{reason}", {
           uplink: uplink.name,
           seconds: Math.round((now - uplink.lastHeard) / 100) / 10,
+          reason: uplink.problem ? ` (sending fails: ${uplink.problem})` : "",
         });
       }
       if (uplink.up) next = Math.min(next, uplink.lastHeard + deadAfter + 1);
+      if (uplink.socket && !uplink.up && !uplink.silenceReported) {
+        // Open but never answered: an interface that is down, or has no route to the server.
+        if (now - uplink.openedAt > deadAfter) {
+          uplink.silenceReported = true;
+          log.warn(
+            "uplink {uplink} has not reached the server in {seconds} s{reason}; still trying",
+            {
+              uplink: uplink.name,
+              seconds: Math.round(deadAfter / 100) / 10,
+              reason: uplink.problem ? ` (sending fails: ${uplink.problem})` : "",
+            },
+          );
+        } else {
+          next = Math.min(next, uplink.openedAt + deadAfter + 1);
+        }
+      }
     }
     return next;
   }
@@ -259,6 +285,8 @@ export class ClientRole implements Role {
       uplink.socket = socket;
       uplink.path = { socket, endpoint: this.#options.server };
       uplink.problem = undefined;
+      uplink.openedAt = now;
+      uplink.silenceReported = false;
       this.#sockets = [...this.#sockets, socket];
       if (!quiet) log.info("uplink {uplink} opened", { uplink: uplink.name });
       if (this.#current) this.#nextProbeAt = now; // tell the server about the new path at once

@@ -8,6 +8,7 @@ import { parseClientConfig, parseServerConfig } from "../lib/config.ts";
 import type { ClientRole } from "../lib/client.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
+import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
 import { ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
 const KEY = "5543E0FF".repeat(8);
@@ -363,6 +364,42 @@ Deno.test("datapath: the server forgets a client address that falls silent", asy
     await sleep(1500);
     assert.deepEqual(role.paths.map((p) => p.endpoint.address), [UPLINKS.wlan0]);
   } finally {
+    server.stop();
+    client.stop();
+    await Promise.all([server.done, client.done]);
+  }
+});
+
+Deno.test("datapath: an uplink that is down from the start is reported once, and the other one works", async () => {
+  const logs: string[] = [];
+  configureSync({
+    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
+    loggers: [
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+      { category: ["tuxburst"], lowestLevel: "info", sinks: ["memory"] },
+    ],
+  });
+  const network = new FakeNetwork();
+  const serverPlatform = fakePlatform(network);
+  const server = await startServer(serverConfig(), serverPlatform);
+  const clientPlatform = fakePlatform(network, {
+    uplinks: UPLINKS,
+    sendErrors: { lte0: "ENETDOWN" },
+  });
+  const client = await startClient(clientConfig(KEY, ["wlan0", "lte0"], 0.2), clientPlatform);
+  try {
+    await sleep(3500); // the silence limit is 3 keepalives, at least 3 s
+    const about = logs.filter((line) =>
+      line.includes("lte0") && line.includes("not reached the server")
+    );
+    assert.equal(about.length, 1, logs.join("\n"));
+    assert.match(about[0], /sending fails: ENETDOWN/);
+    assert.ok(logs.some((line) => line.includes("wlan0 is up")), logs.join("\n"));
+    clientPlatform.tun.inject(packet(1));
+    const written = await serverPlatform.tun.waitForWritten(1, 1000);
+    assert.equal(written.length, 1);
+  } finally {
+    resetSync();
     server.stop();
     client.stop();
     await Promise.all([server.done, client.done]);

@@ -222,7 +222,12 @@ export class FakeSocket implements UdpSocket {
  */
 export function fakePlatform(
   network: FakeNetwork,
-  options: { uplinks?: Record<string, string>; tun?: ChannelTun } = {},
+  options: {
+    uplinks?: Record<string, string>;
+    tun?: ChannelTun;
+    /** Uplinks whose sends fail with this errno from the start (an interface that is down). */
+    sendErrors?: Record<string, string>;
+  } = {},
 ): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket> } {
   const tun = options.tun ?? new ChannelTun();
   const sockets = new Map<string, FakeSocket>();
@@ -237,6 +242,7 @@ export function fakePlatform(
         const address = options.uplinks?.[device];
         if (!address) throw new UserError(`interface ${device} does not exist`);
         const socket = network.open(address, undefined, device);
+        socket.sendError = options.sendErrors?.[device] ?? null;
         sockets.set(device, socket);
         return socket;
       }
