@@ -44,6 +44,7 @@
  *
  * @module
  */
+import { cleanUpOnInterrupt } from "./interrupt.ts";
 
 /** The namespaces of every lab, by role. */
 export const NAMESPACES = ["cli", "ispA", "ispB", "inet", "srv", "web"] as const;
@@ -283,25 +284,6 @@ export type Availability = { ok: true } | { ok: false; reason: string };
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 let labCounter = 0;
-const liveLabs = new Set<Lab>();
-const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-
-/** Cleans up every live lab synchronously when the test run is interrupted. */
-function onInterrupt(): void {
-  for (const lab of liveLabs) lab.disposeSync();
-  Deno.exit(130);
-}
-
-function trackLab(lab: Lab, live: boolean): void {
-  const before = liveLabs.size;
-  if (live) liveLabs.add(lab);
-  else liveLabs.delete(lab);
-  if (before === 0 && liveLabs.size === 1) {
-    for (const signal of SIGNALS) Deno.addSignalListener(signal, onInterrupt);
-  } else if (before > 0 && liveLabs.size === 0) {
-    for (const signal of SIGNALS) Deno.removeSignalListener(signal, onInterrupt);
-  }
-}
 
 /** `name` is an executable somewhere on `PATH` (or in the sbin directories). */
 function onPath(name: string): boolean {
@@ -598,7 +580,7 @@ export class Lab implements AsyncDisposable {
   /** Builds a lab; on any failure removes what was made and throws. */
   static async create(options: LabOptions = {}): Promise<Lab> {
     const lab = new Lab(await Deno.makeTempDir({ prefix: "tuxburst-e2e-" }));
-    trackLab(lab, true);
+    cleanUpOnInterrupt(lab, true);
     try {
       await lab.#build(options.rpFilter ?? 2, options.wires ?? false);
     } catch (error) {
@@ -931,7 +913,7 @@ export class Lab implements AsyncDisposable {
         );}
     }
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-    trackLab(this, false);
+    cleanUpOnInterrupt(this, false);
     if (problems.length) throw new Error(`lab cleanup failed:\n${problems.join("\n")}`);
   }
 

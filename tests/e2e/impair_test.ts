@@ -15,6 +15,7 @@
  * `tbi<pid>x<n>-…`; every process is killed by PID and every namespace
  * deleted in `finally`, also when a test fails. Every wait is bounded.
  */
+import { cleanUpOnInterrupt } from "../../lab/interrupt.ts";
 import assert from "node:assert/strict";
 
 const IMPAIR = new URL("../../tools/impair.ts", import.meta.url).pathname;
@@ -96,26 +97,6 @@ async function check(cmd: string[], stdin?: string): Promise<string> {
 
 type Ns = "left" | "wire" | "right";
 let counter = 0;
-
-/** Labs not yet disposed, for cleaning up when the test run is interrupted. */
-const live = new Set<WireLab>();
-const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-
-function onInterrupt(): void {
-  for (const lab of live) lab.disposeSync();
-  Deno.exit(130);
-}
-
-function track(lab: WireLab, alive: boolean): void {
-  const before = live.size;
-  if (alive) live.add(lab);
-  else live.delete(lab);
-  if (before === 0 && live.size === 1) {
-    for (const signal of SIGNALS) Deno.addSignalListener(signal, onInterrupt);
-  } else if (before === 1 && live.size === 0) {
-    for (const signal of SIGNALS) Deno.removeSignalListener(signal, onInterrupt);
-  }
-}
 
 /** A running impairer: its JSON lines as they come, and how to stop it. */
 class Impairer {
@@ -213,7 +194,7 @@ class WireLab implements AsyncDisposable {
   static async create(): Promise<WireLab> {
     await removeStaleLabs();
     const lab = new WireLab();
-    track(lab, true);
+    cleanUpOnInterrupt(lab, true);
     try {
       await lab.#build();
     } catch (error) {
@@ -352,7 +333,7 @@ class WireLab implements AsyncDisposable {
       const result = await run(["ip", "netns", "del", ns]);
       if (result.code !== 0) problems.push(`ip netns del ${ns}: ${result.stderr.trim()}`);
     }
-    track(this, false);
+    cleanUpOnInterrupt(this, false);
     if (problems.length) throw new Error(problems.join("\n"));
   }
 
