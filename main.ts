@@ -8,6 +8,7 @@ import { addDefaultRoute, openTun } from "./ffi/tun.ts";
 import { openUdpSocket } from "./ffi/udp.ts";
 import { PollReactor } from "./ffi/poll.ts";
 import { loosenReversePathFilter } from "./ffi/sysctl.ts";
+import { enableNat } from "./ffi/nat.ts";
 import { OpensslCipher } from "./ffi/openssl.ts";
 import { WebCryptoCipher } from "./lib/crypto.ts";
 import { type Platform, type Running, startClient, startServer } from "./lib/app.ts";
@@ -23,6 +24,7 @@ const kernel: Platform = {
   openUdp: openUdpSocket,
   addDefaultRoute,
   loosenReversePathFilter,
+  enableNat,
   createReactor: () => new PollReactor(),
   resolveHost: async (host) => {
     const [address] = await Deno.resolveDns(host, "A").catch(() => Deno.resolveDns(host, "AAAA"));

@@ -21,8 +21,9 @@
  * `cli`'s addresses and gateways are the same either way.
  *
  * The ISPs masquerade their client side (carrier-grade NAT), `srv` masquerades
- * the tunnel's 10.99.0.0/24 out of its one uplink, and `inet` forwards to `web`
- * only from the server's address, so a test cannot pass over a direct path.
+ * the tunnel's 10.99.0.0/24 out of its one uplink (unless `serverNat: false`
+ * leaves that to tuxburst's `server.nat`), and `inet` forwards to `web` only
+ * from the server's address, so a test cannot pass over a direct path.
  *
  * Nothing in the root namespace is touched: every veth pair is created inside
  * its first namespace with its peer placed directly into the second, and all
@@ -151,7 +152,7 @@ function routes(wires: boolean): Partial<Record<NsName, string[]>> {
   };
 }
 
-/** Namespaces that forward packets. */
+/** Namespaces that forward packets (`srv` only with `serverNat`). */
 const ROUTERS: readonly NsName[] = ["ispA", "ispB", "inet", "srv", "wireA", "wireB"];
 
 /**
@@ -266,6 +267,13 @@ export interface LabOptions {
    * runs there, a wire just forwards.
    */
   wires?: boolean;
+  /**
+   * `srv` forwards and masquerades the tunnel subnet out of `wan` itself, as
+   * the README's manual commands do (default true). With false, `srv` has
+   * `ip_forward` 0 and no NAT rules, so traffic from the tunnel reaches `web`
+   * only when tuxburst sets them up (`server.nat`).
+   */
+  serverNat?: boolean;
 }
 
 /** Options of `Lab.impair`. */
@@ -305,6 +313,7 @@ const PACKAGES: Record<string, string> = {
   ping: "iputils-ping",
   tcpdump: "tcpdump",
   setpriv: "util-linux",
+  unshare: "util-linux",
   sysctl: "procps",
   ss: "iproute2",
 };
@@ -582,7 +591,7 @@ export class Lab implements AsyncDisposable {
     const lab = new Lab(await Deno.makeTempDir({ prefix: "tuxburst-e2e-" }));
     cleanUpOnInterrupt(lab, true);
     try {
-      await lab.#build(options.rpFilter ?? 2, options.wires ?? false);
+      await lab.#build(options.rpFilter ?? 2, options.wires ?? false, options.serverNat ?? true);
     } catch (error) {
       await lab[Symbol.asyncDispose]();
       throw error;
@@ -600,7 +609,7 @@ export class Lab implements AsyncDisposable {
     return this.#made.includes("wireA");
   }
 
-  async #build(rpFilter: 0 | 1 | 2, wires: boolean): Promise<void> {
+  async #build(rpFilter: 0 | 1 | 2, wires: boolean, serverNat: boolean): Promise<void> {
     const namespaces: NsName[] = [...NAMESPACES, ...(wires ? WIRE_NAMESPACES : [])];
     const linkSpecs = links(wires);
     const routeSpecs = routes(wires);
@@ -624,7 +633,7 @@ export class Lab implements AsyncDisposable {
         "-w",
         `net.ipv4.conf.all.rp_filter=${rp}`,
         `net.ipv4.conf.default.rp_filter=${rp}`,
-        `net.ipv4.ip_forward=${ROUTERS.includes(ns) ? 1 : 0}`,
+        `net.ipv4.ip_forward=${ROUTERS.includes(ns) && (ns !== "srv" || serverNat) ? 1 : 0}`,
       ], { check: true });
     }));
     const pairs = new Map<NsName, string[]>();
@@ -645,9 +654,11 @@ export class Lab implements AsyncDisposable {
       return this.#ipBatch(ns, commands);
     }));
     await Promise.all(
-      Object.entries(NFT_RULES).map(([ns, rules]) =>
-        this.exec(ns as NsName, ["nft", "-f", "-"], { stdin: rules, check: true })
-      ),
+      Object.entries(NFT_RULES)
+        .filter(([ns]) => ns !== "srv" || serverNat)
+        .map(([ns, rules]) =>
+          this.exec(ns as NsName, ["nft", "-f", "-"], { stdin: rules, check: true })
+        ),
     );
   }
 

@@ -12,6 +12,7 @@ import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
+import { type NatSpec, natTableName, tunnelSubnet } from "./nat.ts";
 import { ServerRole } from "./server.ts";
 import { type Counters, Transport } from "./transport.ts";
 import { type Role, Tunnel } from "./tunnel.ts";
@@ -29,6 +30,12 @@ export interface Platform {
    * undo, or `undefined` when nothing changed.
    */
   loosenReversePathFilter(device: string): (() => void) | undefined;
+  /**
+   * Turns on IP forwarding and masquerades the tunnel subnet out of the
+   * uplink (`server.nat`). Returns the undo, which removes exactly those
+   * rules and puts forwarding back as it was.
+   */
+  enableNat(spec: NatSpec): Promise<() => Promise<void>>;
   createReactor(): Reactor;
   /** Resolves a DNS name to an IP address; IP literals never reach it. */
   resolveHost(host: string): Promise<string>;
@@ -113,7 +120,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
   });
 }
 
-/** Starts the server: the listening socket, TUN, then the loop. */
+/** Starts the server: the listening socket, TUN, NAT if configured, then the loop. */
 export async function startServer(config: ServerConfig, platform: Platform): Promise<Running> {
   const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
   const transport = new Transport(platform.makeCipher);
@@ -126,13 +133,34 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
     });
     const tun = openTun(platform, config.common);
     undo.push(() => tun.close());
+    // After the TUN device: its name is exclusive, so a NAT table named after it is ours or stale.
+    const nat: NatSpec | undefined = config.nat === undefined ? undefined : {
+      tunName: tun.name,
+      subnet: tunnelSubnet(config.common.tunAddress, config.common.tunPrefixLength),
+      uplink: config.nat,
+    };
+    const disableNat = nat && await platform.enableNat(nat);
+    if (disableNat) undo.push(disableNat);
     log.info("server started: TUN {tun} {address}/{prefix}, listening on {listen}", {
       tun: tun.name,
       address: config.common.tunAddress,
       prefix: config.common.tunPrefixLength,
       listen: config.listen.key,
     });
-    return run(tun, role, transport, platform);
+    const running = run(tun, role, transport, platform);
+    if (!nat || !disableNat) return running;
+    log.info(
+      "NAT on: {subnet} masqueraded out of {uplink}, IP forwarding on (nftables table ip {table}, removed at exit)",
+      { subnet: nat.subnet, uplink: nat.uplink, table: natTableName(nat.tunName) },
+    );
+    const done = running.done.finally(async () => {
+      try {
+        await disableNat();
+      } catch (error) {
+        log.warn("{message}", { message: error instanceof Error ? error.message : String(error) });
+      }
+    });
+    return { ...running, done };
   });
 }
 
@@ -169,15 +197,15 @@ function run(tun: Tun, role: Role, transport: Transport, platform: Platform): Ru
 
 /** Runs `build`; if it throws, runs the undo steps (newest first) and rethrows. */
 async function withCleanup<T>(
-  undo: Array<() => void>,
-  build: (undo: Array<() => void>) => T | Promise<T>,
+  undo: Array<() => void | Promise<void>>,
+  build: (undo: Array<() => void | Promise<void>>) => T | Promise<T>,
 ): Promise<T> {
   try {
     return await build(undo);
   } catch (error) {
     for (const step of undo.reverse()) {
       try {
-        step();
+        await step();
       } catch {
         // Undo the rest anyway; the first error is the one to report.
       }

@@ -9,6 +9,7 @@ import { parseKeyHex } from "./crypto.ts";
 import { Endpoint, parseIpv4 } from "./endpoint.ts";
 import { ConfigError } from "./errors.ts";
 import { interfaceNameProblem } from "./interface_name.ts";
+import { nftNameProblem } from "./nat.ts";
 
 /** `[common]`: the TUN device, shared by both roles. */
 export interface CommonConfig {
@@ -50,6 +51,8 @@ export interface ServerConfig {
   listen: Endpoint;
   key: Uint8Array;
   pathTimeoutMs: number;
+  /** The uplink to masquerade the tunnel subnet out of (`server.nat`); no NAT when absent. */
+  nat?: string;
   warnings: string[];
 }
 
@@ -72,7 +75,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   common: ["tun_name", "tun_addr", "mtu", "debug"],
   client: ["host", "key", "key_file", "interfaces", "keepalive", "routes"],
   "client.routes": ["tun_gateway", "metric"],
-  server: ["listen", "key", "key_file", "path_timeout"],
+  server: ["listen", "key", "key_file", "path_timeout", "nat"],
 };
 
 /**
@@ -201,6 +204,18 @@ export function parseServerConfig(
   }
   const pathTimeout = server.number("path_timeout", { min: 1, max: 86400 }) ?? DEFAULTS.pathTimeout;
 
+  const nat = server.string("nat");
+  if (nat !== undefined) {
+    const problem = interfaceNameProblem(nat) ?? nftNameProblem(nat);
+    if (problem) server.fail("nat", `"${nat}": ${problem}`);
+    if (nat === common.tunName) {
+      server.fail("nat", `must be the uplink to the internet, like "eth0", not the TUN device`);
+    }
+    // The rules match the TUN device by name, too.
+    const tunProblem = nftNameProblem(common.tunName);
+    if (tunProblem) doc.section("common").fail("tun_name", `"${common.tunName}": ${tunProblem}`);
+  }
+
   return {
     role: "server",
     file,
@@ -208,6 +223,7 @@ export function parseServerConfig(
     listen: listen as Endpoint,
     key,
     pathTimeoutMs: Math.round(pathTimeout * 1000),
+    nat,
     warnings,
   };
 }

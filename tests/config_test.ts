@@ -261,3 +261,54 @@ Deno.test("config: loadConfig reads files, finds server.key beside the config an
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("config: server.nat names the uplink to masquerade out of; absent means no NAT", () => {
+  assert.equal(parseServerConfig(SPEC_SERVER, "server.toml", KEY).nat, undefined);
+  const s = parseServerConfig(
+    SPEC_SERVER.replace("[server]", '[server]\nnat = "ens3"'),
+    "server.toml",
+    KEY,
+  );
+  assert.equal(s.nat, "ens3");
+});
+
+Deno.test("config: server.nat errors name the key", () => {
+  const withNat = (value: string, tunName = "tuxburst0") =>
+    SPEC_SERVER.replace("[server]", `[server]\nnat = ${value}`).replace(
+      'tun_name = "tuxburst0"',
+      `tun_name = ${JSON.stringify(tunName)}`,
+    );
+  assert.match(serverError(withNat("true"), KEY), /server\.nat: must be a string in quotes/);
+  assert.match(
+    serverError(withNat('""'), KEY),
+    /server\.nat: "": an interface name cannot be empty/,
+  );
+  assert.match(
+    serverError(withNat('"a-very-long-uplink0"'), KEY),
+    /server\.nat: "a-very-long-uplink0": Linux interface names are at most 15 characters/,
+  );
+  assert.match(
+    serverError(withNat('"eth0:1"'), KEY),
+    /server\.nat: "eth0:1": .*cannot .*contain \//,
+  );
+  assert.match(
+    serverError(withNat(String.raw`'e"th0'`), KEY),
+    /server\.nat: "e"th0": nftables cannot match an interface name with " or \\ in it/,
+  );
+  assert.match(
+    serverError(withNat('"tuxburst0"'), KEY),
+    /server\.nat: must be the uplink to the internet, like "eth0", not the TUN device/,
+  );
+  assert.match(
+    serverError(withNat('"eth0"', 'tb"0'), KEY),
+    /common\.tun_name: "tb"0": nftables cannot match/,
+  );
+  // A TUN name nft cannot spell is fine as long as no rule has to match it.
+  const noNat = SPEC_SERVER.replace('tun_name = "tuxburst0"', String.raw`tun_name = 'tb"0'`);
+  assert.equal(parseServerConfig(noNat, "server.toml", KEY).common.tunName, 'tb"0');
+  assert.match(serverError(withNat("eth0", "tb0"), KEY), /not valid TOML/);
+  assert.match(
+    serverError(SPEC_SERVER.replace("[server]", '[server]\nnta = "eth0"'), KEY),
+    /server\.nta: unknown key; did you mean "nat"\?/,
+  );
+});

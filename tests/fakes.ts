@@ -12,6 +12,7 @@ import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
 import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import type { NatSpec } from "../lib/nat.ts";
 import { seededRandom } from "../lib/random.ts";
 
 /** Wakes every waiting fake reactor; spurious wake-ups are allowed by `Reactor`. */
@@ -216,6 +217,12 @@ export class FakeSocket implements UdpSocket {
   }
 }
 
+/** What `fakePlatform`'s `enableNat` was asked to do, and undo, in order. */
+export interface FakeNat {
+  enabled: NatSpec[];
+  disabled: NatSpec[];
+}
+
 /**
  * A `Platform` on the fake network. Uplink names map to the client-side
  * address each socket gets; names not in `uplinks` do not exist.
@@ -227,15 +234,27 @@ export function fakePlatform(
     tun?: ChannelTun;
     /** Uplinks whose sends fail with this errno from the start (an interface that is down). */
     sendErrors?: Record<string, string>;
+    /** `enableNat` throws this (a missing uplink, no nftables). */
+    natError?: Error;
   } = {},
-): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket> } {
+): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket>; nat: FakeNat } {
   const tun = options.tun ?? new ChannelTun();
   const sockets = new Map<string, FakeSocket>();
   const clock: Clock = { now: () => performance.now() };
+  const nat: FakeNat = { enabled: [], disabled: [] };
   return {
     tun,
     sockets,
     clock,
+    nat,
+    enableNat: (spec) => {
+      if (options.natError) return Promise.reject(options.natError);
+      nat.enabled.push(spec);
+      return Promise.resolve(() => {
+        nat.disabled.push(spec);
+        return Promise.resolve();
+      });
+    },
     openTun: () => tun,
     openUdp: ({ device, bind }) => {
       if (device !== undefined) {
