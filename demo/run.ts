@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { ADDRESSES, Lab, type LabProcess, TOOLS_DIR } from "../lab/lab.ts";
+import { ADDRESSES, Lab, type LabProcess, TOOLS_DIR, waitUntil } from "../lab/lab.ts";
 import type { DemoOptions } from "./options.ts";
 import type { LinkId, PathId, PathSamples, StallWindow } from "./measure.ts";
 import { ImpairerStream, PingStream, TrafficStream } from "./streams.ts";
@@ -86,21 +86,6 @@ interfaces = ["upa", "upb"]
 tun_gateway = "${SERVER_TUN}"
 metric = 5
 `;
-}
-
-/** Waits for `check`, at most `timeoutMs`; throws with `what` after that. */
-async function waitUntil(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<boolean>,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await sleep(100);
-  }
 }
 
 function ensureRunning(process: LabProcess): void {

@@ -291,6 +291,24 @@ export type Availability = { ok: true } | { ok: false; reason: string };
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Polls `check` every 100 ms until it holds; throws after `timeoutMs`,
+ * naming `what` it waited for. Every wait of the lab's users is bounded by it.
+ */
+export async function waitUntil(
+  what: string,
+  timeoutMs: number,
+  check: () => boolean | Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise<void>((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 let labCounter = 0;
 
 /** `name` is an executable somewhere on `PATH` (or in the sbin directories). */

@@ -4,7 +4,7 @@
  * real packets, and disposing leaves nothing behind. Root only.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, parsePing } from "../../lab/lab.ts";
+import { ADDRESSES, Lab, type LabProcess, parsePing, waitUntil } from "../../lab/lab.ts";
 import { ipv4Packets, udpDatagrams } from "../../lab/tools/pcap.ts";
 
 const availability = Lab.available(["tcpdump"]);
@@ -36,16 +36,6 @@ function sinkCounts(sink: LabProcess): Map<string, number> {
     counts.set(text, (counts.get(text) ?? 0) + 1);
   }
   return counts;
-}
-
-async function waitUntil(what: string, timeoutMs: number, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 Deno.test({ name: "topology: routes, NAT, filters and blackholes", ignore }, async (t) => {

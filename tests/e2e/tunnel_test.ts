@@ -8,7 +8,14 @@
  * prints the end of every tuxburst process's output.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type NsName, type PingResult } from "../../lab/lab.ts";
+import {
+  ADDRESSES,
+  Lab,
+  type LabProcess,
+  type NsName,
+  type PingResult,
+  waitUntil,
+} from "../../lab/lab.ts";
 import { udpDatagrams } from "../../lab/tools/pcap.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -91,20 +98,6 @@ function sinkCounts(sink: LabProcess): Map<string, number> {
     counts.set(text, (counts.get(text) ?? 0) + 1);
   }
   return counts;
-}
-
-async function waitUntil(
-  what: string,
-  timeoutMs: number,
-  check: () => boolean | Promise<boolean>,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await sleep(100);
-  }
 }
 
 function pingSummary(result: PingResult): string {
