@@ -1,247 +1,256 @@
 /**
- * Throughput and latency of tuxburst against the plain link, in one run:
- * two network namespaces joined by two veth pairs (no impairment), iperf3 TCP
- * and ping over the plain link, then through tuxburst with one uplink and
- * with two. Root only; everything it makes is removed at the end.
+ * tuxburst against the plain link and the two VPNs a user would compare it
+ * with, in one run, on the same veth: two network namespaces joined by two
+ * veth pairs, no impairment (see `net.ts`). For each path (plain veth,
+ * wireguard-go, OpenVPN 2.6 with AES-256-GCM, tuxburst with one and with two
+ * uplinks) it measures iperf3 TCP with 1 and 4 streams, iperf3 UDP at full
+ * rate with 1300- and 64-byte datagrams, ping at idle and under load, and the
+ * tunnel's CPU time and peak memory (see `measure.ts`); repeats everything,
+ * each path freshly started each time, and prints the medians with ratios to
+ * the plain link and to wireguard-go (see `report.ts`).
  *
- *     sudo deno task bench [--seconds 5] [--json]
+ *     sudo deno task bench [--quick] [--reps N] [--seconds S] [--only LIST] [--json]
  *
- * Absolute numbers on a shared machine move by ±20 %; compare the ratios.
+ * Absolute numbers on a shared machine move by ±20 % from run to run; compare
+ * the ratios. A path whose programs are missing is skipped with the Debian
+ * package to install. Root only; everything it starts is bounded in time,
+ * and removed at the end, also on failure and on Ctrl-C.
+ *
+ * @module
  */
 import { parseArgs } from "node:util";
+import { BenchNet } from "./net.ts";
+import { type Figures, measureSet } from "./measure.ts";
+import { missingNeed, PEER_IDS, type PeerId, PEERS } from "./peers.ts";
+import { type BenchResult, finishRows, renderMarkdown, type Row } from "./report.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    seconds: { type: "string", default: "5" },
-    json: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
-  },
-});
-if (values.help) {
-  console.log("Usage: sudo deno task bench [--seconds N] [--json]");
-  Deno.exit(0);
-}
-const SECONDS = Number(values.seconds);
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const PREFIX = `tbb${Deno.pid}`;
-const CLIENT = `${PREFIX}-c`;
-const SERVER = `${PREFIX}-s`;
-const KEY = Array.from(
-  crypto.getRandomValues(new Uint8Array(32)),
-  (b) => b.toString(16).padStart(2, "0"),
-)
-  .join("");
-const children: Deno.ChildProcess[] = [];
+const USAGE = `Usage: sudo deno task bench [options]
 
-function progress(text: string): void {
-  if (!values.json) console.error(text);
-}
+Measures plain veth, wireguard-go, OpenVPN and tuxburst (1 and 2 uplinks) in
+one run, in network namespaces of its own, and prints Markdown tables.
 
-async function run(args: string[], timeoutMs = 60_000): Promise<string> {
-  const output = await new Deno.Command(args[0], {
-    args: args.slice(1),
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(timeoutMs),
-  }).output();
-  const text = new TextDecoder().decode(output.stdout);
-  if (!output.success) {
-    throw new Error(`${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr).trim()}`);
-  }
-  return text;
-}
+Options:
+  --quick          1 repetition of 3-second tests (under two minutes)
+  --reps N         repetitions; the table shows medians (default 3; quick 1)
+  --seconds S      length of each iperf3 test (default 10; quick 3)
+  --only LIST      paths to run, comma-separated: plain, wireguard, openvpn,
+                   tuxburst (both), tuxburst1, tuxburst2 (default: all)
+  --json           print one JSON object instead of the tables
+  -h, --help       show this help
 
-const inNs = (ns: string, args: string[]) => ["ip", "netns", "exec", ns, ...args];
+Progress goes to stderr. Exit status: 0 when every path that could run was
+measured, 1 when one failed or the benchmark cannot run here, 2 for a wrong
+command line.`;
 
-function spawn(ns: string, args: string[]): Deno.ChildProcess {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", ns, ...args],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  children.push(child);
-  return child;
+/** Programs every path needs, with their Debian packages. */
+const BASE_NEEDS = [
+  { tool: "ip", pkg: "iproute2" },
+  { tool: "iperf3", pkg: "iperf3" },
+  { tool: "ping", pkg: "iputils-ping" },
+  { tool: "sysctl", pkg: "procps" },
+  { tool: "timeout", pkg: "coreutils" },
+];
+
+const ALIASES: Record<string, PeerId[]> = {
+  tuxburst: ["tuxburst1", "tuxburst2"],
+  "wireguard-go": ["wireguard"],
+  wg: ["wireguard"],
+};
+
+interface Options {
+  quick: boolean;
+  reps: number;
+  seconds: number;
+  only: PeerId[];
+  json: boolean;
 }
 
-async function stop(child: Deno.ChildProcess): Promise<void> {
+class UsageError extends Error {}
+
+function parseOptions(args: string[]): Options | "help" {
+  let values;
   try {
-    child.kill("SIGTERM");
-  } catch {
-    // already gone
+    ({ values } = parseArgs({
+      args,
+      options: {
+        quick: { type: "boolean", default: false },
+        reps: { type: "string" },
+        seconds: { type: "string" },
+        only: { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
   }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
+  if (values.help) return "help";
+  const integer = (name: string, text: string | undefined, fallback: number, max: number) => {
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < 1 || value > max) {
+      throw new UsageError(`--${name} must be a whole number from 1 to ${max}, got "${text}"`);
     }
-  }, 5000);
-  await child.status;
-  clearTimeout(timer);
-  await child.stderr.cancel().catch(() => {});
-}
-
-async function setUp(): Promise<void> {
-  await run(["ip", "netns", "add", CLIENT]);
-  await run(["ip", "netns", "add", SERVER]);
-  for (const [i, name] of ["upa", "upb"].entries()) {
-    await run([
-      "ip",
-      "-n",
-      CLIENT,
-      "link",
-      "add",
-      name,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `wan${i}`,
-      "netns",
-      SERVER,
-    ]);
-    await run(["ip", "-n", CLIENT, "addr", "add", `192.168.${70 + i}.2/24`, "dev", name]);
-    await run(["ip", "-n", SERVER, "addr", "add", `192.168.${70 + i}.1/24`, "dev", `wan${i}`]);
-    await run(["ip", "-n", CLIENT, "link", "set", name, "up"]);
-    await run(["ip", "-n", SERVER, "link", "set", `wan${i}`, "up"]);
+    return value;
+  };
+  const only: PeerId[] = [];
+  for (const name of (values.only ?? PEER_IDS.join(",")).split(",").map((s) => s.trim())) {
+    const ids = ALIASES[name] ?? (PEER_IDS.includes(name as PeerId) ? [name as PeerId] : null);
+    if (!ids) {
+      throw new UsageError(
+        `--only: unknown path "${name}"; use plain, wireguard, openvpn, tuxburst, tuxburst1, tuxburst2`,
+      );
+    }
+    only.push(...ids);
   }
-  for (const ns of [CLIENT, SERVER]) await run(["ip", "-n", ns, "link", "set", "lo", "up"]);
-}
-
-async function tearDown(): Promise<void> {
-  await Promise.all(children.map(stop));
-  for (const ns of [CLIENT, SERVER]) {
-    await new Deno.Command("ip", { args: ["netns", "delete", ns], stderr: "null" }).output();
-  }
-}
-
-interface Result {
-  path: string;
-  tcpMbps: number;
-  pingP50Ms: number;
-  pingP99Ms: number;
-}
-
-async function measure(path: string, target: string): Promise<Result> {
-  progress(`measuring ${path}: ping, then ${SECONDS} s of iperf3 TCP`);
-  const server = spawn(SERVER, ["iperf3", "-s", "-1"]);
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  const rtts = await pingSamples(target);
-  const iperf = JSON.parse(
-    await run(
-      inNs(CLIENT, ["iperf3", "-c", target, "-t", String(SECONDS), "-J"]),
-      (SECONDS + 20) * 1000,
-    ),
-  );
-  await stop(server);
-  const sorted = rtts.sort((a, b) => a - b);
   return {
-    path,
-    tcpMbps: Math.round(iperf.end.sum_received.bits_per_second / 1e6),
-    pingP50Ms: sorted[Math.floor(sorted.length * 0.5)],
-    pingP99Ms: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))],
+    quick: values.quick,
+    reps: integer("reps", values.reps, values.quick ? 1 : 3, 50),
+    seconds: integer("seconds", values.seconds, values.quick ? 3 : 10, 600),
+    only: PEER_IDS.filter((id) => only.includes(id)),
+    json: values.json,
   };
 }
 
-async function pingSamples(target: string): Promise<number[]> {
-  const text = await run(inNs(CLIENT, ["ping", "-c", "100", "-i", "0.01", "-n", target]));
-  return [...text.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+const startedAt = performance.now();
+function progress(text: string): void {
+  const elapsed = ((performance.now() - startedAt) / 1000).toFixed(0).padStart(4);
+  console.error(`[${elapsed} s] ${text}`);
 }
 
-async function withTuxburst(uplinks: string[], body: () => Promise<Result>): Promise<Result> {
-  const dir = await Deno.makeTempDir({ prefix: "tuxburst-bench-" });
+async function runBenchmark(options: Options): Promise<BenchResult> {
+  const rows: Row[] = options.only.map((id) => {
+    const peer = PEERS[id];
+    const skipped = missingNeed(peer.needs);
+    if (skipped) progress(`${peer.label}: skipped: ${skipped}`);
+    return {
+      id,
+      label: peer.label,
+      status: skipped ? "skipped" : "ok",
+      skipped,
+      runs: [],
+      failures: [],
+      problems: [],
+    };
+  });
+  const runnable = rows.filter((row) => row.status === "ok");
+  const idlePings = options.quick ? 100 : 300;
+  // Four iperf3 tests with their setup, the idle ping, and the tunnel's start.
+  const setSeconds = 4 * (options.seconds + 1) + idlePings / 100 + 3;
+  const boundS = 4 * (options.seconds + 40) + 120;
+  const total = runnable.length * options.reps;
+  progress(
+    `${total} measurement sets of about ${setSeconds.toFixed(0)} s each ` +
+      `(${options.reps} × ${runnable.map((row) => row.label).join("; ")})`,
+  );
+  const wall = new Date();
+  let prefix = "";
+  {
+    await using net = await BenchNet.create();
+    prefix = net.prefix;
+    let step = 0;
+    for (let rep = 1; rep <= options.reps; rep++) {
+      for (const row of runnable) {
+        step++;
+        const left = Math.round((total - step + 1) * setSeconds);
+        const tag = `${step}/${total} ${row.label}${options.reps > 1 ? ` (run ${rep})` : ""}`;
+        progress(`${tag}: starting (about ${left} s left)`);
+        try {
+          const figures = await measureOnce(net, row, rep, {
+            seconds: options.seconds,
+            idlePings,
+            boundS,
+            progress: (text) => progress(`${tag}: ${text}`),
+          });
+          row.runs.push(figures);
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error);
+          row.failures.push(`run ${rep}: ${message}`);
+          progress(`${tag}: FAILED: ${message}`);
+        }
+      }
+    }
+  }
+  for (const row of runnable) if (row.runs.length === 0) row.status = "failed";
+  finishRows(rows);
+  const result: Omit<BenchResult, "markdown"> = {
+    command: ["sudo deno task bench", ...Deno.args.filter((arg) => arg !== "--json")].join(" "),
+    quick: options.quick,
+    repetitions: options.reps,
+    seconds: options.seconds,
+    prefix,
+    machine: {
+      cpus: navigator.hardwareConcurrency,
+      kernel: Deno.osRelease(),
+    },
+    startedAt: wall.toISOString(),
+    durationS: Math.round((performance.now() - startedAt) / 1000),
+    rows,
+  };
+  return { ...result, markdown: renderMarkdown(result) };
+}
+
+/** Starts the path, measures one set, stops it; its problems and counters go into `row`. */
+async function measureOnce(
+  net: BenchNet,
+  row: Row,
+  rep: number,
+  options: { seconds: number; idlePings: number; boundS: number; progress: (t: string) => void },
+): Promise<Figures> {
+  const running = await PEERS[row.id].start(net, options.boundS);
+  let figures: Figures | undefined;
   try {
-    await Deno.writeTextFile(
-      `${dir}/server.toml`,
-      `[common]\ntun_addr = "10.99.0.1/30"\n[server]\nlisten = "0.0.0.0:40000"\nkey = "${KEY}"\n`,
-    );
-    await Deno.writeTextFile(
-      `${dir}/client.toml`,
-      `[common]\ntun_addr = "10.99.0.2/30"\n[client]\nhost = "192.168.70.1:40000"\nkey = "${KEY}"\n` +
-        `interfaces = ${JSON.stringify(uplinks)}\nkeepalive = 1\n`,
-    );
-    // The second uplink reaches the server's first address through a host route on it.
-    if (uplinks.includes("upb")) {
-      await run([
-        "ip",
-        "-n",
-        CLIENT,
-        "route",
-        "replace",
-        "192.168.70.1/32",
-        "via",
-        "192.168.71.1",
-        "dev",
-        "upb",
-        "metric",
-        "50",
-      ]);
-      await run(["ip", "-n", SERVER, "route", "replace", "192.168.71.0/24", "dev", "wan1"]);
-    }
-    const server = spawn(SERVER, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "-c",
-      `${dir}/server.toml`,
-    ]);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    const client = spawn(CLIENT, [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "connect",
-      "-c",
-      `${dir}/client.toml`,
-    ]);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      const ok = await new Deno.Command("ip", {
-        args: ["netns", "exec", CLIENT, "ping", "-c", "1", "-W", "1", "10.99.0.1"],
-        stdout: "null",
-        stderr: "null",
-      }).output();
-      if (ok.success) break;
-    }
-    try {
-      return await body();
-    } finally {
-      await stop(client);
-      await stop(server);
+    const set = await measureSet(net, running.target, { ...options, pids: running.pids });
+    figures = set.figures;
+    for (const problem of set.problems) {
+      row.problems.push(`run ${rep}: ${problem}`);
+      options.progress(`PROBLEM: ${problem}`);
     }
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    const report = await running.stop();
+    for (const problem of report.problems) {
+      row.problems.push(`run ${rep}: ${problem}`);
+      options.progress(`PROBLEM: ${problem.split("\n")[0]}`);
+    }
+    if (report.counters) (row.counters ??= []).push(report.counters);
   }
+  return figures;
 }
 
-if (Deno.uid() !== 0) {
-  console.error("bench: run as root (sudo deno task bench): it builds network namespaces");
-  Deno.exit(1);
-}
-const results: Result[] = [];
-try {
-  await setUp();
-  results.push(await measure("plain veth", "192.168.70.1"));
-  results.push(await withTuxburst(["upa"], () => measure("tuxburst, 1 uplink", "10.99.0.1")));
-  results.push(
-    await withTuxburst(["upa", "upb"], () => measure("tuxburst, 2 uplinks", "10.99.0.1")),
-  );
-} finally {
-  await tearDown();
+async function main(): Promise<number> {
+  let options;
+  try {
+    options = parseOptions(Deno.args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`bench: ${error.message} (see --help)`);
+    return 2;
+  }
+  if (options === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) {
+    console.error(
+      "bench: run as root on Linux (sudo deno task bench): it builds network namespaces",
+    );
+    return 1;
+  }
+  const missing = missingNeed(BASE_NEEDS);
+  if (missing) {
+    console.error(`bench: ${missing}`);
+    return 1;
+  }
+  let result;
+  try {
+    result = await runBenchmark(options);
+  } catch (error) {
+    // The namespaces could not be made or removed: nothing was measured, or cleanup failed.
+    console.error(`bench: ${error instanceof Error ? error.message : error}`);
+    return 1;
+  }
+  console.log(options.json ? JSON.stringify(result, null, 2) : `\n${result.markdown}`);
+  return result.rows.some((row) => row.status === "failed") ? 1 : 0;
 }
 
-if (values.json) {
-  console.log(JSON.stringify({ seconds: SECONDS, results }));
-} else {
-  const plain = results[0];
-  console.log("\n| path | TCP Mbit/s | vs plain | ping p50 ms | ping p99 ms |");
-  console.log("|---|---|---|---|---|");
-  for (const r of results) {
-    const ratio = (r.tcpMbps / plain.tcpMbps * 100).toFixed(1);
-    console.log(`| ${r.path} | ${r.tcpMbps} | ${ratio} % | ${r.pingP50Ms} | ${r.pingP99Ms} |`);
-  }
-}
+Deno.exit(await main());

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 DENO_VERSION=2.9.6
-APT_PACKAGES=(iproute2 nftables iputils-ping tcpdump iperf3 util-linux mptcpize)
+APT_PACKAGES=(iproute2 nftables iputils-ping tcpdump iperf3 util-linux mptcpize wireguard-go wireguard-tools openvpn openssl)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (sudo bash scripts/setup.sh)" >&2
@@ -27,7 +27,7 @@ for package in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "packages: ${APT_PACKAGES[*]} present"
 

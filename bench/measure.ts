@@ -1,0 +1,393 @@
+/**
+ * One measurement set over one path: ping at idle, iperf3 TCP with 1 stream
+ * (with a ping under that load) and with 4, iperf3 UDP at full rate with
+ * 1300- and 64-byte datagrams; and the CPU time and peak memory of the
+ * tunnel's processes meanwhile, read from `/proc`.
+ *
+ * @module
+ */
+import type { BenchNet } from "./net.ts";
+
+/** Every figure of one measurement set; `null` where it does not apply (no tunnel processes). */
+export interface Figures {
+  /** TCP, 1 stream, received Mbit/s. */
+  tcp1Mbps: number;
+  /** TCP, 4 streams, received Mbit/s. */
+  tcp4Mbps: number;
+  /** The slowest whole second of each TCP test after the first (a stall shows here), Mbit/s. */
+  tcp1WorstSecondMbps: number;
+  tcp4WorstSecondMbps: number;
+  /** Segments TCP sent again in each test (loss inside the path). */
+  tcp1Retransmits: number;
+  tcp4Retransmits: number;
+  /** UDP at full rate, 1300-byte datagrams: thousands delivered per second, and the share lost. */
+  udp1300Kpps: number;
+  udp1300LossPct: number;
+  /** UDP at full rate, 64-byte datagrams. */
+  udp64Kpps: number;
+  udp64LossPct: number;
+  /** Ping round trip at idle and while the 1-stream TCP test runs. */
+  pingIdleP50Ms: number;
+  pingIdleP99Ms: number;
+  pingLoadedP50Ms: number;
+  pingLoadedP99Ms: number;
+  /** Pings lost while the 1-stream TCP test runs, per cent. */
+  pingLoadedLossPct: number;
+  /** Pings lost right after the UDP floods, per cent: a path that does not recover shows here. */
+  pingAfterFloodLossPct: number;
+  /** CPU of the tunnel processes (both ends together), per cent of one core, during each test. */
+  cpuTcp1Pct: number | null;
+  cpuTcp4Pct: number | null;
+  cpuUdp1300Pct: number | null;
+  cpuUdp64Pct: number | null;
+  /** CPU-seconds of the tunnel processes per Gbit delivered, in the 1- and 4-stream TCP tests. */
+  cpuTcp1SecPerGbit: number | null;
+  cpuTcp4SecPerGbit: number | null;
+  /** Largest peak resident size (VmHWM) of any tunnel process, MiB. */
+  rssMaxMiB: number | null;
+}
+
+/** One measurement set's figures, and what looked wrong in it. */
+export interface SetResult {
+  figures: Figures;
+  /** A TCP test that stalled for a second, pings lost after the floods. */
+  problems: string[];
+}
+
+/** A second of TCP below this share of the test's mean counts as a stall. */
+const STALL_SHARE = 0.1;
+/** Pings sent right after the floods. */
+const AFTER_FLOOD_PINGS = 50;
+
+/** What a measurement set needs to know. */
+export interface SetOptions {
+  /** Length of each iperf3 test. */
+  seconds: number;
+  /** Pings at idle (at 100 per second). */
+  idlePings: number;
+  /** The tunnel's processes (real PIDs), for CPU and memory; empty for the plain link. */
+  pids: number[];
+  /** Called when a test starts, and with its result. */
+  progress: (text: string) => void;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const IPERF_PORT = 5201;
+/** Ping interval: 100 per second, fast enough for percentiles, too few to load a link. */
+const PING_INTERVAL_MS = 10;
+
+/** Runs one measurement set against `target` (an address in the server namespace). */
+export async function measureSet(
+  net: BenchNet,
+  target: string,
+  options: SetOptions,
+): Promise<SetResult> {
+  const { seconds, pids, progress } = options;
+  const problems: string[] = [];
+  progress("ping at idle");
+  const idle = await ping(net, target, options.idlePings);
+
+  progress("TCP, 1 stream, with a ping under load");
+  // The ping starts after TCP's slow start and ends before the test does.
+  const loadedPings = Math.max(20, Math.floor((seconds - 1) * 1000 / PING_INTERVAL_MS));
+  let loaded: PingStats | undefined;
+  const tcp1 = await iperf(net, target, { seconds, pids, tcp: { streams: 1 } }, async () => {
+    await sleep(500);
+    loaded = await ping(net, target, loadedPings);
+  });
+  progress(
+    `TCP, 1 stream: ${tcp1.mbps.toFixed(0)} Mbit/s${cpuText(tcp1)}; ` +
+      `ping p50 ${idle.p50} ms idle, ${loaded!.p50} ms loaded`,
+  );
+
+  progress("TCP, 4 streams");
+  const tcp4 = await iperf(net, target, { seconds, pids, tcp: { streams: 4 } });
+  progress(`TCP, 4 streams: ${tcp4.mbps.toFixed(0)} Mbit/s${cpuText(tcp4)}`);
+  for (const [name, result] of [["TCP, 1 stream", tcp1], ["TCP, 4 streams", tcp4]] as const) {
+    if (result.worstSecondMbps! < result.mbps * STALL_SHARE) {
+      problems.push(
+        `${name}: a second with only ${result.worstSecondMbps!.toFixed(1)} Mbit/s ` +
+          `(mean ${result.mbps.toFixed(0)} Mbit/s): a stall`,
+      );
+    }
+  }
+
+  const udp: Record<1300 | 64, IperfResult> = {} as Record<1300 | 64, IperfResult>;
+  for (const length of [1300, 64] as const) {
+    progress(`UDP, ${length}-byte datagrams at full rate`);
+    udp[length] = await iperf(net, target, { seconds, pids, udp: { length } });
+    progress(
+      `UDP, ${length} B: ${udp[length].kpps!.toFixed(1)} kpps delivered, ` +
+        `${udp[length].lossPct!.toFixed(1)} % lost${cpuText(udp[length])}`,
+    );
+  }
+
+  progress("ping after the floods");
+  const after = await ping(net, target, AFTER_FLOOD_PINGS, { allowNoReply: true });
+  progress(`ping after the floods: ${after.lossPct.toFixed(0)} % lost`);
+  if (after.lossPct > 0) {
+    problems.push(
+      `${Math.round(after.lossPct * AFTER_FLOOD_PINGS / 100)} of ${AFTER_FLOOD_PINGS} pings ` +
+        `lost right after the UDP floods`,
+    );
+  }
+
+  const rss = pids.map(readPeakRssMiB).filter((value) => value !== undefined);
+  const figures = roundAll({
+    tcp1Mbps: tcp1.mbps,
+    tcp4Mbps: tcp4.mbps,
+    tcp1WorstSecondMbps: tcp1.worstSecondMbps!,
+    tcp4WorstSecondMbps: tcp4.worstSecondMbps!,
+    tcp1Retransmits: tcp1.retransmits!,
+    tcp4Retransmits: tcp4.retransmits!,
+    udp1300Kpps: udp[1300].kpps!,
+    udp1300LossPct: udp[1300].lossPct!,
+    udp64Kpps: udp[64].kpps!,
+    udp64LossPct: udp[64].lossPct!,
+    pingIdleP50Ms: idle.p50,
+    pingIdleP99Ms: idle.p99,
+    pingLoadedP50Ms: loaded!.p50,
+    pingLoadedP99Ms: loaded!.p99,
+    pingLoadedLossPct: loaded!.lossPct,
+    pingAfterFloodLossPct: after.lossPct,
+    cpuTcp1Pct: tcp1.cpuPct,
+    cpuTcp4Pct: tcp4.cpuPct,
+    cpuUdp1300Pct: udp[1300].cpuPct,
+    cpuUdp64Pct: udp[64].cpuPct,
+    cpuTcp1SecPerGbit: secondsPerGbit(tcp1),
+    cpuTcp4SecPerGbit: secondsPerGbit(tcp4),
+    rssMaxMiB: rss.length ? Math.max(...rss) : null,
+  });
+  return { figures, problems };
+}
+
+/** Every figure to three decimals: more digits than that are noise here. */
+function roundAll(figures: Figures): Figures {
+  const result = { ...figures };
+  for (const key of Object.keys(result) as (keyof Figures)[]) {
+    const value = result[key];
+    if (value !== null) result[key] = Math.round(value * 1000) / 1000;
+  }
+  return result;
+}
+
+function cpuText(result: IperfResult): string {
+  return result.cpuPct === null ? "" : `, tunnel CPU ${result.cpuPct.toFixed(0)} % of a core`;
+}
+
+/** CPU-seconds per Gbit: the share of a core used, over the Gbit delivered each second. */
+function secondsPerGbit(result: IperfResult): number | null {
+  if (result.cpuPct === null || result.mbps <= 0) return null;
+  return (result.cpuPct / 100) / (result.mbps / 1000);
+}
+
+/** Round-trip percentiles of a ping run. */
+export interface PingStats {
+  p50: number;
+  p99: number;
+  lossPct: number;
+}
+
+/**
+ * `count` pings at 100 per second from the client to `target`. Throws when
+ * none is answered, unless `allowNoReply` (then the percentiles are NaN).
+ */
+export async function ping(
+  net: BenchNet,
+  target: string,
+  count: number,
+  { allowNoReply = false } = {},
+): Promise<PingStats> {
+  const deadlineS = Math.ceil(count * PING_INTERVAL_MS / 1000) + 2;
+  const result = await net.exec("client", [
+    "ping",
+    "-n",
+    "-c",
+    String(count),
+    "-i",
+    String(PING_INTERVAL_MS / 1000),
+    "-W",
+    "1",
+    "-w",
+    String(deadlineS),
+    target,
+  ], { timeoutS: deadlineS + 3 });
+  const rtts = [...result.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  if (rtts.length === 0 && !allowNoReply) {
+    throw new Error(`no ping to ${target} was answered: ${result.stdout}${result.stderr}`.trim());
+  }
+  rtts.sort((a, b) => a - b);
+  return {
+    p50: rtts.length ? percentile(rtts, 0.5) : NaN,
+    p99: rtts.length ? percentile(rtts, 0.99) : NaN,
+    lossPct: Math.max(0, (count - rtts.length) / count * 100),
+  };
+}
+
+/** The value below which `fraction` of the sorted `values` lie (nearest rank). */
+export function percentile(sorted: number[], fraction: number): number {
+  const rank = Math.ceil(fraction * sorted.length) - 1;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))];
+}
+
+/** One iperf3 test: TCP with some streams, or UDP at full rate with datagrams of one length. */
+interface IperfTest {
+  seconds: number;
+  pids: number[];
+  tcp?: { streams: number };
+  udp?: { length: number };
+}
+
+/** What one iperf3 test delivered, and the tunnel's CPU meanwhile. */
+interface IperfResult {
+  /** Received Mbit/s (UDP: payload only). */
+  mbps: number;
+  /** UDP: thousands of datagrams delivered per second, and the share of those sent that was lost. */
+  kpps?: number;
+  lossPct?: number;
+  /** TCP: the slowest whole second after the first, Mbit/s, and the segments sent again. */
+  worstSecondMbps?: number;
+  retransmits?: number;
+  /** Tunnel processes' CPU in the middle of the test, per cent of one core; null without any. */
+  cpuPct: number | null;
+}
+
+/**
+ * Runs an iperf3 server (one test only) in the server namespace and the
+ * client in the client namespace, and reads the tunnel processes' CPU time
+ * over the middle of the test (away from the start and the end, where iperf3
+ * connects and exchanges results). `alongside` runs while the test does.
+ */
+async function iperf(
+  net: BenchNet,
+  target: string,
+  test: IperfTest,
+  alongside?: () => Promise<void>,
+): Promise<IperfResult> {
+  const { seconds, pids } = test;
+  const server = net.spawn("server", [
+    "iperf3",
+    "-s",
+    "-1",
+    "-p",
+    String(IPERF_PORT),
+    "--forceflush",
+  ], { boundS: seconds + 40, label: "iperf3 server" });
+  try {
+    await server.waitForOutput(/Server listening/, 5000);
+    const args = [
+      "iperf3",
+      "-c",
+      target,
+      "-p",
+      String(IPERF_PORT),
+      "-t",
+      String(seconds),
+      "-J",
+      "--connect-timeout",
+      "5000",
+    ];
+    if (test.tcp) args.push("-P", String(test.tcp.streams));
+    if (test.udp) args.push("-u", "-b", "0", "-l", String(test.udp.length));
+    const client = net.spawn("client", args, { boundS: seconds + 30, label: "iperf3 client" });
+    try {
+      const margin = Math.min(1000, seconds * 200);
+      const cpu = (async () => {
+        await sleep(margin);
+        const before = cpuSample(pids);
+        await sleep(seconds * 1000 - 2 * margin);
+        const after = cpuSample(pids);
+        return pids.length ? cpuPercent(before, after) : null;
+      })();
+      const [, cpuPct, status] = await Promise.all([
+        alongside?.(),
+        cpu,
+        client.wait((seconds + 35) * 1000),
+      ]);
+      if (!status) throw new Error(`iperf3 to ${target} did not end within ${seconds + 35} s`);
+      return { ...parseIperf(client.stdout, test, client.stderr), cpuPct };
+    } finally {
+      await client.stop(0);
+    }
+  } finally {
+    await server.stop(1000);
+  }
+}
+
+function parseIperf(
+  stdout: string,
+  test: IperfTest,
+  stderr: string,
+): Omit<IperfResult, "cpuPct"> {
+  // deno-lint-ignore no-explicit-any
+  let json: any;
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    throw new Error(`iperf3 printed no JSON: ${stderr.trim() || stdout.slice(0, 500)}`);
+  }
+  if (json.error) throw new Error(`iperf3: ${json.error}`);
+  const received = json.end?.sum_received;
+  if (!received?.seconds) throw new Error(`iperf3 printed no receiver summary`);
+  const mbps = received.bits_per_second / 1e6;
+  if (!test.udp) {
+    // Whole seconds after the first (slow start); the last may be a sliver.
+    const seconds: number[] = (json.intervals ?? [])
+      .map((interval: { sum: { seconds: number; bits_per_second: number } }) => interval.sum)
+      .filter((sum: { seconds: number }) => sum.seconds > 0.5)
+      .slice(1)
+      .map((sum: { bits_per_second: number }) => sum.bits_per_second / 1e6);
+    return {
+      mbps,
+      worstSecondMbps: seconds.length ? Math.min(...seconds) : mbps,
+      retransmits: json.end?.sum_sent?.retransmits ?? 0,
+    };
+  }
+  const delivered = received.packets - received.lost_packets;
+  const sent = json.end?.sum_sent?.packets ?? received.packets;
+  return {
+    mbps,
+    kpps: delivered / received.seconds / 1000,
+    lossPct: sent > 0 ? Math.max(0, (1 - delivered / sent) * 100) : 0,
+  };
+}
+
+/** Clock ticks per second of `utime`/`stime` in `/proc/<pid>/stat` (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+interface CpuSample {
+  ticks: number;
+  atMs: number;
+}
+
+/** utime + stime of all threads of each process, summed. */
+function cpuSample(pids: number[]): CpuSample {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process ended; the caller finds out when stopping it.
+    }
+  }
+  return { ticks, atMs: performance.now() };
+}
+
+function cpuPercent(before: CpuSample, after: CpuSample): number {
+  const cpuSeconds = (after.ticks - before.ticks) / CLOCK_TICKS;
+  return cpuSeconds / ((after.atMs - before.atMs) / 1000) * 100;
+}
+
+/** Peak resident size (VmHWM) of a process, MiB; undefined when it is gone. */
+export function readPeakRssMiB(pid: number): number | undefined {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    return match ? Number(match[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
