@@ -286,6 +286,19 @@ export interface ImpairOptions {
   onLine?: (line: string) => void;
 }
 
+/** The final line of `tools/tcp_stream.ts client`. */
+export interface TcpReport {
+  event: "report";
+  ok: boolean;
+  sent: number;
+  received: number;
+  mismatchAt?: number;
+  longestPauseMs: number;
+  longestPauseEndedAt: number;
+  broke: boolean;
+  error?: string;
+}
+
 /** Why the lab cannot run, when it cannot. */
 export type Availability = { ok: true } | { ok: false; reason: string };
 
@@ -729,6 +742,53 @@ export class Lab implements AsyncDisposable {
         ...options,
       },
     );
+  }
+
+  /**
+   * A TCP echo through the lab with `tools/tcp_stream.ts`: the server in
+   * `web`, the client in `cli` streaming to `web` for `seconds` at `rate`
+   * bytes/s; `during` runs while the stream flows. Bounded; the server is
+   * stopped afterwards. Returns the client's report and the address the
+   * server saw the connection come from.
+   */
+  async tcpTransfer(options: {
+    seconds: number;
+    rate: number;
+    drainSeconds: number;
+    during?: () => Promise<void>;
+  }): Promise<{ report: TcpReport; remote: string; client: LabProcess }> {
+    const { seconds, rate, drainSeconds } = options;
+    const server = this.tool("web", "tcp_stream.ts", [
+      "server",
+      "--port",
+      "5001",
+      "--max-seconds",
+      String(seconds + drainSeconds + 60),
+    ]);
+    await server.waitForOutput(/"listening"/);
+    const client = this.tool("cli", "tcp_stream.ts", [
+      "client",
+      "--host",
+      ADDRESSES.web,
+      "--port",
+      "5001",
+      "--seconds",
+      String(seconds),
+      "--rate",
+      String(rate),
+      "--drain-seconds",
+      String(drainSeconds),
+    ]);
+    await client.waitForOutput(/"connected"/, { timeoutMs: 10_000 });
+    await options.during?.();
+    await client.wait((seconds + drainSeconds + 10) * 1000);
+    const report = client.jsonLines<TcpReport>().find((line) => line.event === "report");
+    if (!report) throw new Error(`the TCP client printed no report\n${client.describe()}`);
+    const accept = server.jsonLines<{ event: string; remote: string }>().find((line) =>
+      line.event === "accept"
+    );
+    await server.stop();
+    return { report, remote: accept?.remote ?? "", client };
   }
 
   /** Runs `cmd` inside `ns` to its end, at most `timeoutMs` (then it is killed). */

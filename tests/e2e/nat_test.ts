@@ -148,36 +148,14 @@ async function withRig(fn: (rig: NatRig, lab: Lab) => Promise<void>): Promise<vo
 
 /** A 2 s TCP echo from cli to web; returns the address web saw. */
 async function tcpThrough(lab: Lab): Promise<string> {
-  const server = lab.tool("web", "tcp_stream.ts", [
-    "server",
-    "--port",
-    "5001",
-    "--max-seconds",
-    "60",
-  ]);
-  await server.waitForOutput(/"listening"/);
-  const client = lab.tool("cli", "tcp_stream.ts", [
-    "client",
-    "--host",
-    WEB,
-    "--port",
-    "5001",
-    "--seconds",
-    "2",
-    "--rate",
-    "1000000",
-    "--drain-seconds",
-    "10",
-  ]);
-  await client.wait(20_000);
-  const report = client.jsonLines<{ event: string; ok: boolean; sent: number; received: number }>()
-    .find((line) => line.event === "report");
-  assert.ok(report?.ok && report.sent > 0, `the TCP transfer failed\n${client.describe()}`);
+  const { report, remote, client } = await lab.tcpTransfer({
+    seconds: 2,
+    rate: 1_000_000,
+    drainSeconds: 10,
+  });
+  assert.ok(report.ok && report.sent > 0, `the TCP transfer failed\n${client.describe()}`);
   assert.equal(report.received, report.sent);
-  const accept = server.jsonLines<{ event: string; remote: string }>()
-    .find((line) => line.event === "accept");
-  await server.stop();
-  return accept?.remote ?? "";
+  return remote;
 }
 
 /** Packets the masquerade rule of the NAT table has counted. */

@@ -14,6 +14,7 @@ import {
   type LabProcess,
   type NsName,
   type PingResult,
+  type TcpReport,
   waitUntil,
 } from "../../lab/lab.ts";
 import { udpDatagrams } from "../../lab/tools/pcap.ts";
@@ -105,18 +106,6 @@ function pingSummary(result: PingResult): string {
     result.lost.join(",")
   }], ` +
     `longest loss run ${result.longestLossRun}, longest gap ${Math.round(result.longestGapMs)} ms`;
-}
-
-interface TcpReport {
-  event: "report";
-  ok: boolean;
-  sent: number;
-  received: number;
-  mismatchAt?: number;
-  longestPauseMs: number;
-  longestPauseEndedAt: number;
-  broke: boolean;
-  error?: string;
 }
 
 /**
@@ -254,43 +243,6 @@ async function withTunnel(
   }
 }
 
-/** Starts the tcp_stream echo server in web and a client in cli; returns the client's report. */
-async function tcpTransfer(
-  lab: Lab,
-  { seconds, rate, during }: { seconds: number; rate: number; during?: () => Promise<void> },
-): Promise<{ report: TcpReport; remote: string; client: LabProcess }> {
-  const server = lab.tool("web", "tcp_stream.ts", [
-    "server",
-    "--port",
-    "5001",
-    "--max-seconds",
-    "120",
-  ]);
-  await server.waitForOutput(/"listening"/);
-  const client = lab.tool("cli", "tcp_stream.ts", [
-    "client",
-    "--host",
-    WEB,
-    "--port",
-    "5001",
-    "--seconds",
-    String(seconds),
-    "--rate",
-    String(rate),
-    "--drain-seconds",
-    "25",
-  ]);
-  await client.waitForOutput(/"connected"/, { timeoutMs: 10_000 });
-  await during?.();
-  await client.wait((seconds + 35) * 1000);
-  const report = client.jsonLines<TcpReport>().find((line) => line.event === "report");
-  assert.ok(report, `the TCP client printed no report\n${client.describe()}`);
-  const accept = server.jsonLines<{ event: string; remote: string }>().find((line) =>
-    line.event === "accept"
-  );
-  return { report, remote: accept?.remote ?? "", client };
-}
-
 function assertIntact(report: TcpReport, client: LabProcess): void {
   assert.ok(
     report.ok,
@@ -310,7 +262,11 @@ Deno.test({
     const ping = await lab.ping("cli", WEB, { count: 10, intervalMs: 100 });
     assert.equal(ping.received, 10, pingSummary(ping));
 
-    const { report, remote, client } = await tcpTransfer(lab, { seconds: 2, rate: 2_000_000 });
+    const { report, remote, client } = await lab.tcpTransfer({
+      drainSeconds: 25,
+      seconds: 2,
+      rate: 2_000_000,
+    });
     assertIntact(report, client);
     assert.match(
       remote,
@@ -386,7 +342,8 @@ Deno.test(
   { name: "tunnel: a server restart mid-transfer keeps the TCP connection", ignore },
   async () => {
     await withTunnel(async (tunnel, lab) => {
-      const { report, client } = await tcpTransfer(lab, {
+      const { report, client } = await lab.tcpTransfer({
+        drainSeconds: 25,
         seconds: 7,
         rate: 1_000_000,
         during: async () => {
@@ -407,7 +364,8 @@ Deno.test(
   { name: "tunnel: a client restart mid-transfer keeps the TCP connection", ignore },
   async () => {
     await withTunnel(async (tunnel, lab) => {
-      const { report, client } = await tcpTransfer(lab, {
+      const { report, client } = await lab.tcpTransfer({
+        drainSeconds: 25,
         seconds: 7,
         rate: 1_000_000,
         during: async () => {
