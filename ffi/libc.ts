@@ -59,12 +59,12 @@ const SYMBOLS = {
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); blocks the main thread (bounded). */
+  poll: { parameters: ["buffer", "usize", "i32"], result: "i32" },
   /**
-   * int poll(struct pollfd *fds, nfds_t nfds, int timeout);
-   *
-   * The one blocking call: it runs on Deno's blocking thread pool so that the
-   * event loop (timers, signal listeners) stays alive meanwhile. Its errno
-   * belongs to that thread and cannot be read.
+   * The same `poll`, run on Deno's blocking thread pool so that the event
+   * loop (timers, signal listeners) stays alive meanwhile. Its errno belongs
+   * to that thread and cannot be read.
    */
   poll_nonblocking: {
     name: "poll",

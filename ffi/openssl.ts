@@ -108,7 +108,6 @@ export class OpensslCipher implements PacketCipher {
   readonly #lib: Crypto;
   readonly #nonce = new Uint8Array(12);
   readonly #length = new Int32Array(1);
-  readonly #tag = new Uint8Array(TAG_SIZE);
 
   private constructor(lib: Crypto, key: Uint8Array) {
     this.#lib = lib;
@@ -131,54 +130,61 @@ export class OpensslCipher implements PacketCipher {
   }
 
   sealSync(counter: number, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
-    const lib = this.#lib;
-    const ctx = this.#seal.ctx;
-    const length = this.#length as unknown as Uint8Array<ArrayBuffer>;
     const out = new Uint8Array(plaintext.length + TAG_SIZE);
-    nonceFor(counter, this.#nonce);
-    if (
-      lib.EVP_EncryptInit_ex(ctx, null, null, null, this.#nonce) !== 1 ||
-      lib.EVP_EncryptUpdate(ctx, null, length, header as Uint8Array<ArrayBuffer>, header.length) !==
-        1 ||
-      lib.EVP_EncryptUpdate(
-          ctx,
-          out,
-          length,
-          plaintext as Uint8Array<ArrayBuffer>,
-          plaintext.length,
-        ) !==
-        1 ||
-      lib.EVP_EncryptFinal_ex(ctx, out.subarray(plaintext.length), length) !== 1 ||
-      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_SIZE, this.#tag) !== 1
-    ) {
-      throw new Error("AES-GCM encryption failed in libcrypto");
-    }
-    out.set(this.#tag, plaintext.length);
+    this.sealInto(counter, header, plaintext, out);
     return out;
   }
 
   openSync(counter: number, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
     if (sealed.length < TAG_SIZE) return null;
+    const out = new Uint8Array(sealed.length - TAG_SIZE);
+    return this.openInto(counter, header, sealed, out) ? out : null;
+  }
+
+  sealInto(counter: number, header: Uint8Array, plaintext: Uint8Array, out: Uint8Array): void {
+    const lib = this.#lib;
+    const ctx = this.#seal.ctx;
+    const length = this.#length as unknown as Uint8Array<ArrayBuffer>;
+    const textLength = plaintext.length;
+    if (out.length < textLength + TAG_SIZE) throw new RangeError("sealInto: output too small");
+    const text = out as Uint8Array<ArrayBuffer>;
+    const tag = out.subarray(textLength, textLength + TAG_SIZE) as Uint8Array<ArrayBuffer>;
+    nonceFor(counter, this.#nonce);
+    if (
+      lib.EVP_EncryptInit_ex(ctx, null, null, null, this.#nonce) !== 1 ||
+      lib.EVP_EncryptUpdate(ctx, null, length, header as Uint8Array<ArrayBuffer>, header.length) !==
+        1 ||
+      lib.EVP_EncryptUpdate(ctx, text, length, plaintext as Uint8Array<ArrayBuffer>, textLength) !==
+        1 ||
+      lib.EVP_EncryptFinal_ex(ctx, tag, length) !== 1 ||
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_SIZE, tag) !== 1
+    ) {
+      throw new Error("AES-GCM encryption failed in libcrypto");
+    }
+  }
+
+  openInto(counter: number, header: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean {
+    if (sealed.length < TAG_SIZE) return false;
     const lib = this.#lib;
     const ctx = this.#open.ctx;
     const length = this.#length as unknown as Uint8Array<ArrayBuffer>;
     const textLength = sealed.length - TAG_SIZE;
-    const out = new Uint8Array(textLength);
-    this.#tag.set(sealed.subarray(textLength));
+    if (out.length < textLength) throw new RangeError("openInto: output too small");
+    const tag = sealed.subarray(textLength) as Uint8Array<ArrayBuffer>;
     nonceFor(counter, this.#nonce);
-    const ok = lib.EVP_DecryptInit_ex(ctx, null, null, null, this.#nonce) === 1 &&
+    // A tag that does not verify (forged, corrupted or another key) fails the final call.
+    return lib.EVP_DecryptInit_ex(ctx, null, null, null, this.#nonce) === 1 &&
       lib.EVP_DecryptUpdate(ctx, null, length, header as Uint8Array<ArrayBuffer>, header.length) ===
         1 &&
       lib.EVP_DecryptUpdate(
           ctx,
-          out,
+          out as Uint8Array<ArrayBuffer>,
           length,
-          sealed.subarray(0, textLength) as Uint8Array<ArrayBuffer>,
+          sealed as Uint8Array<ArrayBuffer>,
           textLength,
-        ) ===
-        1 &&
-      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_SIZE, this.#tag) === 1 &&
-      lib.EVP_DecryptFinal_ex(ctx, out.subarray(textLength), length) === 1;
-    return ok ? out : null; // a tag that does not verify: forged, corrupted or another key
+        ) === 1 &&
+      lib.EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_SIZE, tag) === 1 &&
+      lib.EVP_DecryptFinal_ex(ctx, out.subarray(textLength) as Uint8Array<ArrayBuffer>, length) ===
+        1;
   }
 }

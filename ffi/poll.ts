@@ -1,9 +1,21 @@
 /**
  * The one place tuxburst blocks: `poll()` on every source plus an eventfd
- * for `wake()`. The call runs on Deno's blocking thread pool
- * (`nonblocking: true`), so timers and signal listeners keep running on the
- * main thread meanwhile, and a signal listener ends the wait by writing to
- * the eventfd. Everything else (draining, reading, sending) is synchronous.
+ * for `wake()`. Everything else (draining, reading, sending) is synchronous.
+ *
+ * Two ways to wait, chosen per call:
+ *
+ * - **Hot**: while traffic keeps coming, `poll()` runs on the main thread
+ *   for at most `HOT_WAIT_MS`. A packet then costs no thread hand-over: the
+ *   kernel wakes the thread that handles it. Measured on a 2-core VM with a
+ *   ping every 10 ms through the tunnel, this took a hop (TUN to UDP or back)
+ *   from 240–430 µs to 150–370 µs, and the tunnel's ping p50 from
+ *   1.1–1.4 ms to 0.8 ms.
+ * - **Cold**: after `HOT_WAIT_MS` without traffic, and at least every
+ *   `EVENT_LOOP_TURN_MS`, `poll()` runs on Deno's blocking thread pool
+ *   (`nonblocking: true`), so the event loop (signal listeners, timers, the
+ *   control socket) gets its turn; a signal listener ends that wait by
+ *   writing to the eventfd. So signals and status requests wait at most
+ *   `HOT_WAIT_MS`, and an idle tunnel sleeps in the pool thread.
  *
  * @module
  */
@@ -20,6 +32,10 @@ import {
 
 /** poll() takes an `int` of milliseconds. */
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/** The longest the main thread blocks in one hot wait (see the module comment). */
+export const HOT_WAIT_MS = 20;
+/** The event loop gets a turn at least this often, also under continuous traffic. */
+export const EVENT_LOOP_TURN_MS = 50;
 
 /**
  * A `Reactor` on `poll(2)`. Only one `wait()` may run at a time.
@@ -47,6 +63,8 @@ export class PollReactor implements Reactor, Disposable {
   readonly #counter = new BigUint64Array(1);
   #waiting = false;
   #closed = false;
+  /** When the last cold wait (a turn of the event loop) ended. */
+  #lastTurn = -Infinity;
 
   constructor() {
     const fd = this.#libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -59,11 +77,18 @@ export class PollReactor implements Reactor, Disposable {
     if (this.#closed) return;
     if (this.#waiting) throw new Error("PollReactor.wait() called while already waiting");
     const count = this.#prepare(sources);
+    const timeout = pollTimeout(timeoutMs);
     this.#waiting = true;
     try {
-      // The result is not needed: the caller drains every source anyway, and
-      // this thread cannot see poll's errno (EINTR) from the pool thread.
-      await this.#libc.poll_nonblocking(this.#pollFds, BigInt(count), pollTimeout(timeoutMs));
+      // Results are not needed: the caller drains every source anyway (a
+      // spurious return costs one round of EAGAINs), and the pool thread's
+      // errno (EINTR) cannot be read from here.
+      if (performance.now() - this.#lastTurn < EVENT_LOOP_TURN_MS) {
+        const hot = Math.min(timeout, HOT_WAIT_MS);
+        if (this.#libc.poll(this.#pollFds, BigInt(count), hot) !== 0 || hot === timeout) return;
+      }
+      await this.#libc.poll_nonblocking(this.#pollFds, BigInt(count), timeout);
+      this.#lastTurn = performance.now();
     } finally {
       this.#waiting = false;
       // Reset the eventfd, so that one wake() ends one wait (EAGAIN if not woken).

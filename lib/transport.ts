@@ -4,11 +4,17 @@
  *
  * @module
  */
-import { type CipherFactory, WebCryptoCipher } from "./crypto.ts";
+import { type CipherFactory, type PacketCipher, WebCryptoCipher } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { UdpSocket } from "./io.ts";
 import type { Session } from "./session.ts";
-import { TRANSPORT_HEADER_SIZE, type TransportHeader, writeTransportHeader } from "./wire.ts";
+import {
+  TAG_SIZE,
+  TRANSPORT_HEADER_SIZE,
+  TRANSPORT_OVERHEAD,
+  type TransportHeader,
+  writeTransportHeader,
+} from "./wire.ts";
 
 /** Where a datagram goes: a socket and the remote address to send to from it. */
 export interface Path {
@@ -48,30 +54,84 @@ export class Transport {
   /** `makeCipher` builds the per-session packet ciphers (see `CipherFactory`). */
   constructor(readonly makeCipher: CipherFactory = WebCryptoCipher.fromRaw) {}
 
-  /** Encrypts `plaintext` as a transport message of `session`; `undefined` when the session is used up. */
+  /**
+   * Encrypts `plaintext` as a transport message of `session`; `undefined`
+   * when the session is used up. A cipher that runs on this thread writes
+   * the datagram into `into` when it fits (the result is then a view of it,
+   * valid until `into` is reused) and answers at once; others answer with a
+   * promise of a new array.
+   */
+  sealPacket(
+    session: Session,
+    type: TransportHeader["type"],
+    plaintext: Uint8Array,
+    into?: Uint8Array,
+  ): Uint8Array | undefined | Promise<Uint8Array | undefined> {
+    const counter = session.takeCounter();
+    if (counter === undefined) return undefined;
+    const cipher = session.sendCipher;
+    const size = TRANSPORT_OVERHEAD + plaintext.length;
+    if (cipher.sealInto) {
+      const datagram = into && into.length >= size ? into.subarray(0, size) : new Uint8Array(size);
+      writeTransportHeader(datagram, type, session.id, counter);
+      const header = datagram.subarray(0, TRANSPORT_HEADER_SIZE);
+      cipher.sealInto(counter, header, plaintext, datagram.subarray(TRANSPORT_HEADER_SIZE));
+      return datagram;
+    }
+    return this.#sealAsync(cipher, session.id, counter, type, plaintext);
+  }
+
+  /** `sealPacket` into a new array, always as a promise (probes and other rare messages). */
   async seal(
     session: Session,
     type: TransportHeader["type"],
     plaintext: Uint8Array,
   ): Promise<Uint8Array | undefined> {
-    const counter = session.takeCounter();
-    if (counter === undefined) return undefined;
+    return await this.sealPacket(session, type, plaintext);
+  }
+
+  /**
+   * Decrypts a transport message whose header was already parsed; `null`
+   * when forged. Like `sealPacket`, a cipher on this thread writes into
+   * `into` when it fits and answers at once.
+   */
+  openPacket(
+    session: Session,
+    counter: number,
+    datagram: Uint8Array,
+    into?: Uint8Array,
+  ): Uint8Array | null | Promise<Uint8Array | null> {
+    const cipher = session.receiveCipher;
+    const header = datagram.subarray(0, TRANSPORT_HEADER_SIZE);
+    const sealed = datagram.subarray(TRANSPORT_HEADER_SIZE);
+    if (cipher.openInto) {
+      if (sealed.length < TAG_SIZE) return null;
+      const size = sealed.length - TAG_SIZE;
+      const plaintext = into && into.length >= size ? into.subarray(0, size) : new Uint8Array(size);
+      return cipher.openInto(counter, header, sealed, plaintext) ? plaintext : null;
+    }
+    return cipher.open(counter, header, sealed);
+  }
+
+  /** `openPacket` into a new array, always as a promise. */
+  async open(session: Session, counter: number, datagram: Uint8Array): Promise<Uint8Array | null> {
+    return await this.openPacket(session, counter, datagram);
+  }
+
+  async #sealAsync(
+    cipher: PacketCipher,
+    sessionId: number,
+    counter: number,
+    type: TransportHeader["type"],
+    plaintext: Uint8Array,
+  ): Promise<Uint8Array> {
     const header = new Uint8Array(TRANSPORT_HEADER_SIZE);
-    writeTransportHeader(header, type, session.id, counter);
-    const sealed = await session.sendCipher.seal(counter, header, plaintext);
+    writeTransportHeader(header, type, sessionId, counter);
+    const sealed = await cipher.seal(counter, header, plaintext);
     const datagram = new Uint8Array(TRANSPORT_HEADER_SIZE + sealed.length);
     datagram.set(header);
     datagram.set(sealed, TRANSPORT_HEADER_SIZE);
     return datagram;
-  }
-
-  /** Decrypts a transport message whose header was already parsed; `null` when forged. */
-  open(session: Session, counter: number, datagram: Uint8Array): Promise<Uint8Array | null> {
-    return session.receiveCipher.open(
-      counter,
-      datagram.subarray(0, TRANSPORT_HEADER_SIZE),
-      datagram.subarray(TRANSPORT_HEADER_SIZE),
-    );
   }
 
   /**

@@ -84,7 +84,15 @@ export class Tunnel {
   readonly #clock: Clock;
   readonly #transport: Transport;
   readonly #role: Role;
+  /** Where bursts are read into: TUN packets outbound, datagrams inbound. */
   readonly #buffers: Uint8Array[];
+  /**
+   * Where a burst's datagrams are sealed into and its packets opened into,
+   * by a cipher on this thread: reused for every burst, since the kernel
+   * copies what is sent or written before the next burst begins.
+   */
+  readonly #sealBuffers: Uint8Array[];
+  readonly #openBuffers: Uint8Array[];
   #stopped = false;
 
   constructor(
@@ -97,6 +105,10 @@ export class Tunnel {
     this.#role = options.role;
     const size = Math.max(RECEIVE_BUFFER_SIZE, options.tun.mtu + TRANSPORT_OVERHEAD);
     this.#buffers = Array.from({ length: BATCH_SIZE }, () => new Uint8Array(size));
+    // Room for a full-MTU packet; anything larger gets an array of its own.
+    const packetSize = options.tun.mtu + TRANSPORT_OVERHEAD;
+    this.#sealBuffers = Array.from({ length: BATCH_SIZE }, () => new Uint8Array(packetSize));
+    this.#openBuffers = Array.from({ length: BATCH_SIZE }, () => new Uint8Array(packetSize));
   }
 
   /** Ends `run()` soon; safe from a signal handler. */
@@ -128,8 +140,9 @@ export class Tunnel {
   /** TUN → seal once → send the same datagram over every path of the peer. */
   async #outbound(): Promise<void> {
     for (let burst = 0; burst < BURSTS_PER_WAKEUP; burst++) {
-      const sealing: Promise<Uint8Array | undefined>[] = [];
+      const sealed: (Uint8Array | undefined | Promise<Uint8Array | undefined>)[] = [];
       const destinations: Destination[] = [];
+      let waiting = false;
       let read = 0;
       while (read < BATCH_SIZE) {
         const buffer = this.#buffers[read];
@@ -144,12 +157,19 @@ export class Tunnel {
           continue;
         }
         this.#transport.counters.outboundPackets++;
-        // WebCrypto copies the plaintext when called, so the buffer is free again at once.
-        sealing.push(this.#transport.seal(destination.session, MessageType.Data, packet));
+        // A worker-thread cipher copies the plaintext when called, so `buffer` is free again at once.
+        const datagram = this.#transport.sealPacket(
+          destination.session,
+          MessageType.Data,
+          packet,
+          this.#sealBuffers[sealed.length],
+        );
+        if (datagram instanceof Promise) waiting = true;
+        sealed.push(datagram);
         destinations.push(destination);
       }
-      // Crypto finishes in any order on worker threads; send in TUN order, or TCP sees reordering.
-      const datagrams = await Promise.all(sealing);
+      // Worker-thread crypto finishes in any order; send in TUN order, or TCP sees reordering.
+      const datagrams = waiting ? await Promise.all(sealed) : sealed as (Uint8Array | undefined)[];
       for (let i = 0; i < datagrams.length; i++) {
         const datagram = datagrams[i];
         if (datagram) this.#transport.sendAll(datagram, destinations[i].paths());
@@ -212,9 +232,18 @@ export class Tunnel {
           round.push(candidate);
         }
       }
-      const opened = await Promise.all(
-        round.map((c) => this.#transport.open(c.session, c.header.counter, c.datagram)),
-      );
+      let waiting = false;
+      const opening = round.map((c, i) => {
+        const plaintext = this.#transport.openPacket(
+          c.session,
+          c.header.counter,
+          c.datagram,
+          this.#openBuffers[i],
+        );
+        if (plaintext instanceof Promise) waiting = true;
+        return plaintext;
+      });
+      const opened = waiting ? await Promise.all(opening) : opening as (Uint8Array | null)[];
       const replies: Promise<void>[] = [];
       const now = this.#clock.now();
       for (let i = 0; i < round.length; i++) {

@@ -3,11 +3,13 @@
  * on in-memory fakes: no root, no kernel.
  */
 import assert from "node:assert/strict";
-import { type Running, startClient, startServer } from "../lib/app.ts";
+import { type Platform, type Running, startClient, startServer } from "../lib/app.ts";
 import { parseClientConfig, parseServerConfig } from "../lib/config.ts";
 import type { ClientRole } from "../lib/client.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
+import { WebCryptoCipher } from "../lib/crypto.ts";
+import { OpensslCipher } from "../ffi/openssl.ts";
 import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
 import { ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
@@ -55,12 +57,23 @@ interface Rig {
   stop(): Promise<void>;
 }
 
+const CIPHERS: [string, Platform["makeCipher"]][] = [
+  ["libcrypto", (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key)],
+  ["WebCrypto", WebCryptoCipher.fromRaw],
+];
+
 async function rig(
-  options: { seed?: number; clientKey?: string; interfaces?: string[] } = {},
+  options: {
+    seed?: number;
+    clientKey?: string;
+    interfaces?: string[];
+    makeCipher?: Platform["makeCipher"];
+  } = {},
 ): Promise<Rig> {
   const network = new FakeNetwork(options.seed ?? 1);
-  const serverPlatform = fakePlatform(network);
-  const clientPlatform = fakePlatform(network, { uplinks: UPLINKS });
+  const { makeCipher } = options;
+  const serverPlatform = fakePlatform(network, { makeCipher });
+  const clientPlatform = fakePlatform(network, { uplinks: UPLINKS, makeCipher });
   const server = await startServer(serverConfig(), serverPlatform);
   const client = await startClient(
     clientConfig(options.clientKey, options.interfaces),
@@ -160,34 +173,37 @@ Deno.test("datapath: a send error on one uplink never stops the other", async ()
   }
 });
 
-Deno.test("datapath: loss, duplication, reordering and corruption on both links: nothing twice, nothing corrupt", async () => {
-  const r = await rig({ seed: 7 });
-  try {
-    await connected(r);
-    const bad = { loss: 0.2, duplicate: 0.2, reorder: 0.2, corrupt: 0.1 };
-    r.uplink("wlan0").impairment = bad;
-    r.uplink("lte0").impairment = bad;
-    const count = 500;
-    const before = r.serverTun.written.length;
-    for (let i = 0; i < count; i++) {
-      r.clientTun.inject(packet(i, 200));
-      if (i % 16 === 15) await sleep(1);
+// Both ciphers: libcrypto answers at once into reused buffers, WebCrypto later and out of order.
+for (const [cipher, makeCipher] of CIPHERS) {
+  Deno.test(`datapath (${cipher}): loss, duplication, reordering and corruption on both links: nothing twice, nothing corrupt`, async () => {
+    const r = await rig({ seed: 7, makeCipher });
+    try {
+      await connected(r);
+      const bad = { loss: 0.2, duplicate: 0.2, reorder: 0.2, corrupt: 0.1 };
+      r.uplink("wlan0").impairment = bad;
+      r.uplink("lte0").impairment = bad;
+      const count = 500;
+      const before = r.serverTun.written.length;
+      for (let i = 0; i < count; i++) {
+        r.clientTun.inject(packet(i, 200));
+        if (i % 16 === 15) await sleep(1);
+      }
+      await sleep(500);
+      const delivered = r.serverTun.written.slice(before);
+      const got = numbers(delivered);
+      assert.equal(new Set(got).size, got.length, "a packet was delivered twice");
+      for (const p of delivered) {
+        const n = new DataView(p.buffer, p.byteOffset).getUint32(4);
+        assert.deepEqual(p, packet(n, 200), `packet ${n} arrived corrupted`);
+      }
+      // A packet is lost only if both copies are (loss or corruption on each link: ~0.28² ≈ 8 %).
+      assert.ok(got.length >= count * 0.85, `only ${got.length} of ${count} delivered`);
+      assert.ok(r.server.counters.badAuth > 0, "corrupted copies were seen and rejected");
+    } finally {
+      await r.stop();
     }
-    await sleep(500);
-    const delivered = r.serverTun.written.slice(before);
-    const got = numbers(delivered);
-    assert.equal(new Set(got).size, got.length, "a packet was delivered twice");
-    for (const p of delivered) {
-      const n = new DataView(p.buffer, p.byteOffset).getUint32(4);
-      assert.deepEqual(p, packet(n, 200), `packet ${n} arrived corrupted`);
-    }
-    // A packet is lost only if both copies are (loss or corruption on each link: ~0.28² ≈ 8 %).
-    assert.ok(got.length >= count * 0.85, `only ${got.length} of ${count} delivered`);
-    assert.ok(r.server.counters.badAuth > 0, "corrupted copies were seen and rejected");
-  } finally {
-    await r.stop();
-  }
-});
+  });
+}
 
 Deno.test("datapath: the first copy wins when one link is slower", async () => {
   const r = await rig();

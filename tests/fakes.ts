@@ -236,6 +236,8 @@ export function fakePlatform(
     sendErrors?: Record<string, string>;
     /** `enableNat` throws this (a missing uplink, no nftables). */
     natError?: Error;
+    /** Overrides the production cipher (libcrypto), e.g. with WebCrypto's worker threads. */
+    makeCipher?: Platform["makeCipher"];
   } = {},
 ): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket>; nat: FakeNat } {
   const tun = options.tun ?? new ChannelTun();
@@ -272,7 +274,8 @@ export function fakePlatform(
     addDefaultRoute: () => {},
     loosenReversePathFilter: () => undefined,
     // The cipher production uses, so the data-path tests cover it.
-    makeCipher: (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key),
+    makeCipher: options.makeCipher ??
+      ((key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key)),
     createReactor: () => new FakeReactor(),
     resolveHost: (host) => Promise.reject(new Error(`no DNS in tests (${host})`)),
   };
