@@ -55,6 +55,13 @@ const SYMBOLS = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** ssize_t sendmsg(int fd, const struct msghdr *message, int flags); */
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /**
+   * int recvmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags,
+   *              struct timespec *timeout);
+   */
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  /** int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags); */
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   /** unsigned int if_nametoindex(const char *name); */
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   /** int eventfd(unsigned int initval, int flags); */
@@ -358,6 +365,13 @@ export const MSGHDR = {
   controlLength: 40,
   flags: 48,
 } as const;
+
+/**
+ * struct mmsghdr, 64 bytes, for `recvmmsg`/`sendmmsg`: a `struct msghdr`,
+ * then `unsigned int msg_len` (out: the bytes received or sent), then 4
+ * bytes of padding.
+ */
+export const MMSGHDR = { size: 64, length: 56 } as const;
 
 /** struct iovec, 16 bytes: `void *iov_base`, `size_t iov_len`. */
 export const IOVEC = { size: 16, base: 0, length: 8 } as const;

@@ -20,7 +20,7 @@
  */
 import { Endpoint, formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "../lib/endpoint.ts";
 import { PermissionError, SystemError, UserError } from "../lib/errors.ts";
-import type { Received, UdpSocket } from "../lib/io.ts";
+import type { BatchSent, Received, UdpSocket } from "../lib/io.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -43,6 +43,7 @@ import {
   IPV6_V6ONLY,
   type Libc,
   libc,
+  MMSGHDR,
   MSGHDR,
   SO_BINDTODEVICE,
   SO_RCVBUF,
@@ -191,6 +192,9 @@ class KernelUdpSocket implements UdpSocket, Disposable {
   readonly #senders = new Map<number, Sender>();
   /** Encoded destinations, kept as long as the peer's `Endpoint` object lives. */
   readonly #destinations = new WeakMap<Endpoint, Destination>();
+  /** The message vectors of `receiveBatch` and `sendBatch`, made on first use. */
+  #inVector?: MessageVector;
+  #outVector?: MessageVector;
 
   constructor(
     fd: number,
@@ -227,7 +231,7 @@ class KernelUdpSocket implements UdpSocket, Disposable {
     // EAGAIN: drained. Anything else (a queued ICMP error, a closed socket) is
     // consumed by this call and says nothing about the next datagram.
     if (length < 0) return null;
-    const sender = this.#sender();
+    const sender = this.#senderOf(this.#from, this.#fromWords);
     // Every datagram: a peer may write to another of our addresses at any time.
     if (packetInfo) sender.answerFrom = packetInfo.localAddress(sender.local);
     return { length, from: sender.endpoint };
@@ -235,15 +239,8 @@ class KernelUdpSocket implements UdpSocket, Disposable {
 
   send(datagram: Uint8Array, to: Endpoint): string | null {
     if (this.#fd < 0) return "EBADF";
-    let destination = this.#destinations.get(to);
-    if (!destination) {
-      const sockaddr = encodeSockaddr(this.family, to);
-      if (!sockaddr) return "EAFNOSUPPORT";
-      const all = new Uint32Array(sockaddr.buffer, sockaddr.byteOffset, sockaddr.byteLength / 4);
-      const words = all.subarray(0, significantWords(all));
-      destination = { sockaddr, words, hash: hashWords(words, words.length) };
-      this.#destinations.set(to, destination);
-    }
+    const destination = this.#destination(to);
+    if (!destination) return "EAFNOSUPPORT";
     const address = destination.sockaddr;
     const packetInfo = this.#packetInfo;
     const sender = packetInfo && this.#senderAt(destination);
@@ -259,19 +256,119 @@ class KernelUdpSocket implements UdpSocket, Disposable {
     return sent >= 0n ? null : errnoName(errno());
   }
 
+  receiveBatch(buffers: readonly Uint8Array[], lengths: Uint32Array, senders: Endpoint[]): number {
+    const vector = this.#inVector ??= new MessageVector(this.#packetInfo?.controlRoom ?? 0);
+    const count = Math.min(buffers.length, lengths.length, vector.capacity);
+    if (this.#fd < 0 || count === 0) return 0;
+    for (let i = 0; i < count; i++) vector.prepareReceive(i, buffers[i]);
+    const received = this.#libc.recvmmsg(this.#fd, vector.messages[0], count, 0, null);
+    // EAGAIN: drained; other errors were consumed by the call (see `receive`).
+    if (received <= 0) return 0;
+    const packetInfo = this.#packetInfo;
+    for (let i = 0; i < received; i++) {
+      lengths[i] = vector.length(i);
+      const sender = this.#senderOf(vector.names[i], vector.nameWords[i]);
+      if (packetInfo) {
+        sender.answerFrom = packetInfo.localAddressIn(
+          vector.words,
+          vector.control(i),
+          vector.controlLength(i),
+          sender.local,
+        );
+      }
+      senders[i] = sender.endpoint;
+    }
+    return received;
+  }
+
+  sendBatch(
+    datagrams: readonly Uint8Array[],
+    to: readonly Endpoint[],
+    start: number,
+    end: number,
+  ): BatchSent {
+    if (this.#fd < 0) return { sent: 0, error: "EBADF" };
+    const vector = this.#outVector ??= new MessageVector(this.#packetInfo?.controlRoom ?? 0);
+    const count = Math.min(end - start, vector.capacity);
+    if (count <= 0) return { sent: 0, error: null };
+    const packetInfo = this.#packetInfo;
+    const answering: (Sender | undefined)[] = [];
+    for (let i = 0; i < count; i++) {
+      const destination = this.#destination(to[start + i]);
+      // Only a datagram the kernel cannot address at all fails here; the ones before it go.
+      if (!destination) return this.#sendPrepared(vector, i, answering, "EAFNOSUPPORT");
+      vector.prepareSend(i, datagrams[start + i], destination.sockaddr);
+      const sender = packetInfo && this.#senderAt(destination);
+      if (packetInfo && sender?.answerFrom) {
+        packetInfo.writeSource(vector.words, vector.control(i), sender.local);
+        vector.setControlLength(i, packetInfo.controlLength);
+        answering[i] = sender;
+      } else {
+        vector.setControlLength(i, 0);
+        answering[i] = undefined;
+      }
+    }
+    return this.#sendPrepared(vector, count, answering, null);
+  }
+
   close(): void {
     if (this.#fd < 0) return;
     this.#libc.close(this.#fd);
     this.#fd = -1;
   }
 
+  /**
+   * `sendmmsg` of the first `count` prepared messages. A first message whose
+   * remembered source address is gone (see `SOURCE_GONE`) is sent again
+   * with the source left to routing, as `send` does.
+   */
+  #sendPrepared(
+    vector: MessageVector,
+    count: number,
+    answering: (Sender | undefined)[],
+    errorAfter: string | null,
+  ): BatchSent {
+    let first = 0;
+    while (first < count) {
+      const sent = this.#libc.sendmmsg(this.#fd, vector.messages[first], count - first, 0);
+      if (sent > 0) {
+        first += sent;
+        if (first < count) return { sent: first, error: null }; // the caller asks again
+        break;
+      }
+      const code = errno();
+      const sender = answering[first];
+      if (sender && SOURCE_GONE.has(code)) {
+        sender.answerFrom = false;
+        answering[first] = undefined;
+        vector.setControlLength(first, 0);
+        continue;
+      }
+      return { sent: first, error: errnoName(code) };
+    }
+    return { sent: count, error: errorAfter };
+  }
+
+  /** `to`'s sockaddr, encoded once per `Endpoint` object; `undefined` for the wrong family. */
+  #destination(to: Endpoint): Destination | undefined {
+    let destination = this.#destinations.get(to);
+    if (!destination) {
+      const sockaddr = encodeSockaddr(this.family, to);
+      if (!sockaddr) return undefined;
+      const all = new Uint32Array(sockaddr.buffer, sockaddr.byteOffset, sockaddr.byteLength / 4);
+      const words = all.subarray(0, significantWords(all));
+      destination = { sockaddr, words, hash: hashWords(words, words.length) };
+      this.#destinations.set(to, destination);
+    }
+    return destination;
+  }
+
   [Symbol.dispose](): void {
     this.close();
   }
 
-  /** The sender of the datagram just received; the same object while its bytes repeat. */
-  #sender(): Sender {
-    const words = this.#fromWords;
+  /** The sender whose sockaddr the kernel just wrote; the same object while its bytes repeat. */
+  #senderOf(from: Uint8Array, words: Uint32Array): Sender {
     const count = significantWords(words);
     const hash = hashWords(words, count);
     const cached = this.#senders.get(hash);
@@ -280,7 +377,7 @@ class KernelUdpSocket implements UdpSocket, Disposable {
     if (this.#senders.size >= SENDER_CACHE_SIZE) this.#senders.clear();
     const sender: Sender = {
       words: words.slice(0, count),
-      endpoint: decodeSockaddr(this.#from),
+      endpoint: decodeSockaddr(from),
       local: this.#packetInfo ? new Uint32Array(4) : NO_LOCAL_ADDRESS,
       answerFrom: false,
     };
@@ -412,9 +509,6 @@ class PacketInfo {
   /** Where its address starts (in words from the message's start), and how many words. */
   readonly #addressWord: number;
   readonly #addressWords: number;
-  /** The buffer last received into and its address: the usual case needs no lookup. */
-  #lastBuffer: ArrayBufferLike | undefined;
-  #lastBase = 0;
 
   constructor(c: Libc, family: 4 | 6) {
     this.#libc = c;
@@ -446,11 +540,21 @@ class PacketInfo {
   /** `recvmsg` into `buf`: the length, or -1 (errno is set). */
   receive(fd: number, buf: Uint8Array): number {
     const words = this.#in.words;
-    writePointer(words, WORD.iovBase, this.#addressOfBuffer(buf));
+    writePointer(words, WORD.iovBase, addressOfBytes(buf));
     words[WORD.iovLength] = buf.byteLength;
     words[WORD.nameLength] = SOCKADDR_IN6.size;
     words[WORD.controlLength] = ARENA.controlRoom;
     return Number(this.#libc.recvmsg(fd, this.#in.header, 0));
+  }
+
+  /** Room for the control messages of one received datagram. */
+  get controlRoom(): number {
+    return ARENA.controlRoom;
+  }
+
+  /** The control length of one sent datagram with its source address. */
+  get controlLength(): number {
+    return cmsgAlign(this.#messageLength);
   }
 
   /**
@@ -459,21 +563,42 @@ class PacketInfo {
    */
   localAddress(into: Uint32Array): boolean {
     const words = this.#in.words;
-    const end = ARENA.control + Math.min(words[WORD.controlLength], ARENA.controlRoom);
-    for (let at = ARENA.control; at + CMSGHDR.size <= end;) {
-      const length = words[(at + CMSGHDR.length) / 4];
-      if (length < CMSGHDR.size || at + length > end) return false; // malformed: trust none
+    return this.localAddressIn(words, ARENA.control, words[WORD.controlLength], into);
+  }
+
+  /**
+   * The same for control messages the kernel wrote at byte `at` of `words`
+   * (`length` bytes): the local address into `into`, or false.
+   */
+  localAddressIn(words: Uint32Array, at: number, length: number, into: Uint32Array): boolean {
+    const end = at + Math.min(length, ARENA.controlRoom);
+    while (at + CMSGHDR.size <= end) {
+      const messageLength = words[(at + CMSGHDR.length) / 4];
+      if (messageLength < CMSGHDR.size || at + messageLength > end) return false; // malformed: trust none
       if (
         words[(at + CMSGHDR.level) / 4] === this.#level &&
-        words[(at + CMSGHDR.type) / 4] === this.#type && length >= this.#messageLength
+        words[(at + CMSGHDR.type) / 4] === this.#type && messageLength >= this.#messageLength
       ) {
         const first = at / 4 + this.#addressWord;
         for (let i = 0; i < this.#addressWords; i++) into[i] = words[first + i];
         return true;
       }
-      at += cmsgAlign(length);
+      at += cmsgAlign(messageLength);
     }
     return false;
+  }
+
+  /** Writes the one control message that sends from local address `from`, at byte `at` of `words`. */
+  writeSource(words: Uint32Array, at: number, from: Uint32Array): void {
+    const word = at / 4;
+    words[word + CMSGHDR.length / 4] = this.#messageLength;
+    words[word + CMSGHDR.length / 4 + 1] = 0;
+    words[word + CMSGHDR.level / 4] = this.#level;
+    words[word + CMSGHDR.type / 4] = this.#type;
+    // ifindex 0 (IPv4: the word before the address; IPv6: the word after it) lets routing pick the interface.
+    for (let i = CMSGHDR.data / 4; i < cmsgAlign(this.#messageLength) / 4; i++) words[word + i] = 0;
+    const first = word + this.#addressWord;
+    for (let i = 0; i < this.#addressWords; i++) words[first + i] = from[i];
   }
 
   /** `sendmsg` of `datagram` to sockaddr `to` from local address `from`: 0, or the errno. */
@@ -488,22 +613,119 @@ class PacketInfo {
     for (let i = 0; i < this.#addressWords; i++) words[first + i] = from[i];
     return this.#libc.sendmsg(fd, this.#out.header, 0) >= 0n ? 0 : errno();
   }
+}
 
-  /** The address of `buf`'s bytes, looked up once per ArrayBuffer. */
-  #addressOfBuffer(buf: Uint8Array): number {
-    if (buf.byteLength === 0) return 0; // the kernel writes nothing there
-    const buffer = buf.buffer;
-    if (buffer !== this.#lastBuffer) {
-      let base = bufferAddresses.get(buffer);
-      if (base === undefined) {
-        base = addressOf(buf) - buf.byteOffset;
-        bufferAddresses.set(buffer, base);
+// ---------------------------------------------------------------------------
+// recvmmsg/sendmmsg: one call for a burst of datagrams.
+
+/** Datagrams per `recvmmsg`/`sendmmsg` call: the data path's burst. */
+const VECTOR_CAPACITY = 64;
+/** Room for a sockaddr_in6 (28 bytes), kept 8-aligned. */
+const NAME_ROOM = 32;
+
+/**
+ * The structures of one `recvmmsg` or `sendmmsg` call for up to
+ * `VECTOR_CAPACITY` datagrams, in one off-heap ArrayBuffer whose memory
+ * never moves, so the pointers between them are written once:
+ *
+ * ```text
+ * [struct mmsghdr × N][struct iovec × N][sockaddr room × N][control room × N]
+ * ```
+ *
+ * Per call only the lengths, the sockaddrs of a send, and the iovecs whose
+ * buffer changed are written.
+ */
+class MessageVector {
+  readonly capacity = VECTOR_CAPACITY;
+  readonly words: Uint32Array;
+  /** Views starting at message `i`, for a call that starts there. */
+  readonly messages: Uint8Array[] = [];
+  /** The sockaddr of message `i`, as bytes and as words. */
+  readonly names: Uint8Array[] = [];
+  readonly nameWords: Uint32Array[] = [];
+  readonly #iovAt: number;
+  readonly #controlAt: number;
+  readonly #controlRoom: number;
+  /** What each iovec points at, so that a buffer used again is not looked up again. */
+  readonly #iovTargets: (Uint8Array | undefined)[] = [];
+
+  constructor(controlRoom: number) {
+    const n = this.capacity;
+    this.#controlRoom = controlRoom;
+    this.#iovAt = n * MMSGHDR.size;
+    const nameAt = this.#iovAt + n * IOVEC.size;
+    this.#controlAt = nameAt + n * NAME_ROOM;
+    const buffer = new ArrayBuffer(this.#controlAt + n * controlRoom);
+    const words = this.words = new Uint32Array(buffer);
+    const base = addressOf(new Uint8Array(buffer));
+    for (let i = 0; i < n; i++) {
+      const at = i * MMSGHDR.size;
+      const name = nameAt + i * NAME_ROOM;
+      this.messages.push(new Uint8Array(buffer, at));
+      this.names.push(new Uint8Array(buffer, name, SOCKADDR_IN6.size));
+      this.nameWords.push(new Uint32Array(buffer, name, SOCKADDR_IN6.size / 4));
+      writePointer(words, (at + MSGHDR.name) / 4, base + name);
+      writePointer(words, (at + MSGHDR.iov) / 4, base + this.#iovAt + i * IOVEC.size);
+      words[(at + MSGHDR.iovLength) / 4] = 1;
+      if (controlRoom > 0) {
+        writePointer(words, (at + MSGHDR.control) / 4, base + this.control(i));
       }
-      this.#lastBuffer = buffer;
-      this.#lastBase = base;
     }
-    return this.#lastBase + buf.byteOffset;
   }
+
+  /** Message `i` receives into `buffer`, with room for any sender and its control messages. */
+  prepareReceive(i: number, buffer: Uint8Array): void {
+    this.#setIov(i, buffer);
+    const at = i * MMSGHDR.size;
+    this.words[(at + MSGHDR.nameLength) / 4] = SOCKADDR_IN6.size;
+    this.words[(at + MSGHDR.controlLength) / 4] = this.#controlRoom;
+  }
+
+  /** Message `i` sends `datagram` to `sockaddr`; its control length is set separately. */
+  prepareSend(i: number, datagram: Uint8Array, sockaddr: Uint8Array): void {
+    this.#setIov(i, datagram);
+    this.names[i].set(sockaddr);
+    this.words[(i * MMSGHDR.size + MSGHDR.nameLength) / 4] = sockaddr.byteLength;
+  }
+
+  setControlLength(i: number, length: number): void {
+    this.words[(i * MMSGHDR.size + MSGHDR.controlLength) / 4] = length;
+  }
+
+  /** The bytes the kernel wrote as control messages of message `i`. */
+  controlLength(i: number): number {
+    return this.words[(i * MMSGHDR.size + MSGHDR.controlLength) / 4];
+  }
+
+  /** The byte offset of message `i`'s control room. */
+  control(i: number): number {
+    return this.#controlAt + i * this.#controlRoom;
+  }
+
+  /** The bytes received or sent by message `i` (`msg_len`). */
+  length(i: number): number {
+    return this.words[(i * MMSGHDR.size + MMSGHDR.length) / 4];
+  }
+
+  #setIov(i: number, view: Uint8Array): void {
+    if (this.#iovTargets[i] === view) return; // same bytes, same length: nothing to write
+    const word = (this.#iovAt + i * IOVEC.size) / 4;
+    writePointer(this.words, word + IOVEC.base / 4, addressOfBytes(view));
+    this.words[word + IOVEC.length / 4] = view.byteLength;
+    this.#iovTargets[i] = view;
+  }
+}
+
+/** The address of a view's bytes, with the lookup of its ArrayBuffer done once per buffer. */
+function addressOfBytes(view: Uint8Array): number {
+  if (view.byteLength === 0) return 0; // the kernel reads or writes nothing there
+  const buffer = view.buffer;
+  let base = bufferAddresses.get(buffer);
+  if (base === undefined) {
+    base = addressOf(view) - view.byteOffset;
+    bufferAddresses.set(buffer, base);
+  }
+  return base + view.byteOffset;
 }
 
 /**

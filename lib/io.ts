@@ -42,8 +42,33 @@ export interface UdpSocket extends Waitable {
    * failing link must never delay or break the others, so this never throws.
    */
   send(datagram: Uint8Array, to: Endpoint): string | null;
+  /**
+   * Reads up to `buffers.length` datagrams with one call (`recvmmsg`):
+   * datagram `i` into `buffers[i]`, its length into `lengths[i]` and its
+   * sender into `senders[i]`. Returns how many; 0 when none is waiting.
+   */
+  receiveBatch(buffers: readonly Uint8Array[], lengths: Uint32Array, senders: Endpoint[]): number;
+  /**
+   * Sends `datagrams[i]` to `to[i]` for `start <= i < end` with one call
+   * (`sendmmsg`), in order. `sent` is how many from `start` the kernel took.
+   * When that is fewer than asked, `error` is the errno name that refused
+   * the next one (`"EAGAIN"`: the socket buffer is full), or `null` when the
+   * kernel simply took fewer (ask again for the rest). Never throws.
+   */
+  sendBatch(
+    datagrams: readonly Uint8Array[],
+    to: readonly Endpoint[],
+    start: number,
+    end: number,
+  ): BatchSent;
   /** Idempotent. */
   close(): void;
+}
+
+/** What one `sendBatch` call did. */
+export interface BatchSent {
+  sent: number;
+  error: string | null;
 }
 
 /** Waits for input on many sources at once (`poll()` for the real kernel). */

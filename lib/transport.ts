@@ -48,8 +48,32 @@ export class Counters {
   tunWriteErrors = 0;
 }
 
+/**
+ * Send errors that refuse every datagram of a socket alike: the socket's
+ * buffer is full, or its interface or the socket is gone. The rest of a
+ * burst is then dropped (and counted) rather than tried one by one.
+ */
+const SOCKET_WIDE_ERRORS: ReadonlySet<string> = new Set([
+  "EAGAIN",
+  "EWOULDBLOCK",
+  "ENOBUFS",
+  "ENODEV",
+  "ENXIO",
+  "ENETDOWN",
+  "EBADF",
+]);
+
+/** The datagrams queued for one socket in the current burst, in order. */
+interface SocketQueue {
+  datagrams: Uint8Array[];
+  to: Endpoint[];
+  paths: Path[];
+}
+
 export class Transport {
   readonly counters = new Counters();
+  /** `queue` collects a burst here; `flush` sends it with one `sendBatch` per socket. */
+  readonly #queues = new Map<UdpSocket, SocketQueue>();
 
   /** `makeCipher` builds the per-session packet ciphers (see `CipherFactory`). */
   constructor(readonly makeCipher: CipherFactory = WebCryptoCipher.fromRaw) {}
@@ -132,6 +156,64 @@ export class Transport {
     datagram.set(header);
     datagram.set(sealed, TRANSPORT_HEADER_SIZE);
     return datagram;
+  }
+
+  /** Queues `datagram` for every path; nothing is sent before `flush()`. */
+  queue(datagram: Uint8Array, paths: Iterable<Path>): void {
+    for (const path of paths) {
+      let queue = this.#queues.get(path.socket);
+      if (!queue) this.#queues.set(path.socket, queue = { datagrams: [], to: [], paths: [] });
+      queue.datagrams.push(datagram);
+      queue.to.push(path.endpoint);
+      queue.paths.push(path);
+    }
+  }
+
+  /**
+   * Sends what `queue` collected: per socket in the order queued, with as
+   * few `sendBatch` calls as the kernel allows. A datagram the kernel
+   * refuses alone is counted and skipped; when the socket refuses all (a
+   * full buffer, a vanished interface) the rest of its burst is dropped and
+   * counted, as a full link drops. Each failing path is reported to
+   * `onError` once per flush. Queued datagrams must stay unchanged until
+   * this returns.
+   */
+  flush(onError?: (path: Path, code: string) => void): void {
+    for (const [socket, queue] of this.#queues) {
+      const { datagrams, to, paths } = queue;
+      const count = datagrams.length;
+      if (count === 0) {
+        this.#queues.delete(socket); // unused for a whole burst: maybe closed, do not keep it
+        continue;
+      }
+      let next = 0;
+      while (next < count) {
+        const { sent, error } = socket.sendBatch(datagrams, to, next, count);
+        this.counters.datagramsSent += sent;
+        next += sent;
+        if (next >= count) break;
+        if (error === null && sent > 0) continue; // a short batch: the kernel takes the rest next
+        const code = error ?? "EAGAIN";
+        if (SOCKET_WIDE_ERRORS.has(code)) {
+          this.counters.sendErrors += count - next;
+          if (onError) {
+            const reported = new Set<Path>();
+            for (let i = next; i < count; i++) {
+              if (!reported.has(paths[i])) onError(paths[i], code);
+              reported.add(paths[i]);
+            }
+          }
+          break;
+        }
+        // This datagram only (no route to its address, too large): the others still go.
+        this.counters.sendErrors++;
+        onError?.(paths[next], code);
+        next++;
+      }
+      datagrams.length = 0;
+      to.length = 0;
+      paths.length = 0;
+    }
   }
 
   /**

@@ -92,6 +92,9 @@ export class Tunnel {
    * copies what is sent or written before the next burst begins.
    */
   readonly #sealBuffers: Uint8Array[];
+  /** The length and sender of each datagram of an inbound burst. */
+  readonly #lengths = new Uint32Array(BATCH_SIZE);
+  readonly #senders: Endpoint[] = [];
   readonly #openBuffers: Uint8Array[];
   #stopped = false;
 
@@ -172,8 +175,9 @@ export class Tunnel {
       const datagrams = waiting ? await Promise.all(sealed) : sealed as (Uint8Array | undefined)[];
       for (let i = 0; i < datagrams.length; i++) {
         const datagram = datagrams[i];
-        if (datagram) this.#transport.sendAll(datagram, destinations[i].paths());
+        if (datagram) this.#transport.queue(datagram, destinations[i].paths());
       }
+      this.#transport.flush();
       if (read < BATCH_SIZE) return;
     }
   }
@@ -184,26 +188,21 @@ export class Tunnel {
       for (let burst = 0; burst < BURSTS_PER_WAKEUP; burst++) {
         const candidates: Candidate[] = [];
         const control: Promise<void>[] = [];
-        let read = 0;
-        while (read < BATCH_SIZE) {
-          const buffer = this.#buffers[read];
-          const received = socket.receive(buffer);
-          if (received === null) break;
-          read++;
-          const datagram = buffer.subarray(0, received.length);
+        const read = socket.receiveBatch(this.#buffers, this.#lengths, this.#senders);
+        for (let i = 0; i < read; i++) {
+          const datagram = this.#buffers[i].subarray(0, this.#lengths[i]);
+          const from = this.#senders[i];
           const header = parseTransportHeader(datagram);
           const session = header && this.#role.session(header.session);
           if (!header || !session) {
-            control.push(
-              this.#role.control(datagram.slice(), socket, received.from, this.#clock.now()),
-            );
+            control.push(this.#role.control(datagram.slice(), socket, from, this.#clock.now()));
             continue;
           }
           if (!session.window.check(header.counter)) {
             this.#transport.counters.duplicates++; // a later copy: the first was delivered
             continue;
           }
-          candidates.push({ datagram, header, session, socket, from: received.from });
+          candidates.push({ datagram, header, session, socket, from });
         }
         await Promise.all([this.#openAndDeliver(candidates), ...control]);
         if (read < BATCH_SIZE) break;

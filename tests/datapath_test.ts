@@ -54,6 +54,8 @@ interface Rig {
   serverTun: ChannelTun;
   clientTun: ChannelTun;
   uplink(name: string): FakeSocket;
+  /** The server's one socket. */
+  serverSocket(): FakeSocket;
   stop(): Promise<void>;
 }
 
@@ -86,6 +88,7 @@ async function rig(
     serverTun: serverPlatform.tun,
     clientTun: clientPlatform.tun,
     uplink: (name) => clientPlatform.sockets.get(name)!,
+    serverSocket: () => [...serverPlatform.sockets.values()][0],
     stop: async () => {
       server.stop();
       client.stop();
@@ -135,6 +138,24 @@ Deno.test("datapath: packets cross in both directions, each exactly once over tw
       `server dropped ${r.server.counters.duplicates} copies`,
     );
     assert.equal((r.server.role as ServerRole).paths.length, 2, "server learned both uplinks");
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("datapath: short sendmmsg batches on every socket lose, repeat and reorder nothing", async () => {
+  const r = await rig();
+  try {
+    await connected(r);
+    r.uplink("wlan0").batchLimit = 3;
+    r.uplink("lte0").batchLimit = 1;
+    r.serverSocket().batchLimit = 2;
+    r.uplink("lte0").impairment = { down: true }; // only wlan0's short batches can deliver
+    const up = await sendAndCollect(r.clientTun, r.serverTun, 300);
+    assert.deepEqual(up, [...Array(300).keys()]);
+    const down = await sendAndCollect(r.serverTun, r.clientTun, 300, 1000);
+    assert.deepEqual(down, Array.from({ length: 300 }, (_, i) => 1000 + i));
+    assert.equal(r.client.counters.sendErrors + r.server.counters.sendErrors, 0);
   } finally {
     await r.stop();
   }

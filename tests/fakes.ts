@@ -11,7 +11,7 @@ import { Endpoint } from "../lib/endpoint.ts";
 import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
-import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import type { BatchSent, Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
 import type { NatSpec } from "../lib/nat.ts";
 import { seededRandom } from "../lib/random.ts";
 
@@ -209,6 +209,34 @@ export class FakeSocket implements UdpSocket {
     if (this.sendError) return this.sendError;
     this.network.transmit(this, datagram, to);
     return null;
+  }
+
+  /** The most one `sendBatch` call takes, like a short `sendmmsg`. */
+  batchLimit = Infinity;
+
+  receiveBatch(buffers: readonly Uint8Array[], lengths: Uint32Array, senders: Endpoint[]): number {
+    let count = 0;
+    while (count < buffers.length && count < lengths.length) {
+      const received = this.receive(buffers[count]);
+      if (!received) break;
+      lengths[count] = received.length;
+      senders[count++] = received.from;
+    }
+    return count;
+  }
+
+  sendBatch(
+    datagrams: readonly Uint8Array[],
+    to: readonly Endpoint[],
+    start: number,
+    end: number,
+  ): BatchSent {
+    const last = Math.min(end, start + this.batchLimit);
+    for (let i = start; i < last; i++) {
+      const error = this.send(datagrams[i], to[i]);
+      if (error) return { sent: i - start, error };
+    }
+    return { sent: last - start, error: null };
   }
 
   close(): void {

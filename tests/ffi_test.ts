@@ -579,6 +579,8 @@ kernelTest(
         sameSender: true,
         // Two clients, each answered from the address it wrote to.
         perSender: [{ sent: null, from: extra }, { sent: null, from: plain }],
+        // The same with recvmmsg/sendmmsg: one source address per datagram of a batch.
+        batch: { sent: { sent: 2, error: null }, from: [extra, plain] },
         // The kernel refuses the removed source; the answer still goes out.
         afterRemoval: [{ sent: null, from: plain }, { sent: null, from: plain }],
         afterReturn: { sent: null, from: extra },
@@ -597,6 +599,27 @@ kernelTest(
         drained: null,
       },
     );
+  },
+);
+
+kernelTest(
+  "UDP: sendmmsg/recvmmsg move bursts intact and in order; a refused datagram stops only itself",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("batch");
+    const [r] = await lab.run(ns, ["udp-batch"]);
+    // 100 datagrams: one vector of 64, then the remaining 36.
+    assert.deepEqual(r.calls, [{ sent: 64, error: null }, { sent: 36, error: null }]);
+    assert.equal(r.received, 100);
+    assert.equal(r.intact, 100, "every datagram in order, with its own length and bytes");
+    assert.ok((r.bursts as number[]).every((n) => n >= 1 && n <= 64), `bursts ${r.bursts}`);
+    assert.ok((r.bursts as number[]).length < 100, "recvmmsg read more than one per call");
+    assert.deepEqual(r.from, ["127.0.0.1:4601"]);
+    assert.equal(r.drained, 0);
+    assert.deepEqual(r.wrongFamily, { sent: 1, error: "EAFNOSUPPORT" });
+    // sendmmsg sends the first and reports the count; the next call names the error.
+    assert.deepEqual(r.tooLarge, { sent: 1, error: null });
+    assert.deepEqual(r.afterTooLarge, { sent: 0, error: "EMSGSIZE" });
   },
 );
 
