@@ -6,6 +6,7 @@
  */
 import { addDefaultRoute, openTun } from "./ffi/tun.ts";
 import { openUdpSocket } from "./ffi/udp.ts";
+import { listInterfaces } from "./ffi/interfaces.ts";
 import { PollReactor } from "./ffi/poll.ts";
 import { loosenReversePathFilter } from "./ffi/sysctl.ts";
 import { enableNat } from "./ffi/nat.ts";
@@ -25,6 +26,7 @@ const kernel: Platform = {
   addDefaultRoute,
   loosenReversePathFilter,
   enableNat,
+  listInterfaces,
   createReactor: () => new PollReactor(),
   resolveHost: async (host) => {
     const [address] = await Deno.resolveDns(host, "A").catch(() => Deno.resolveDns(host, "AAAA"));

@@ -11,6 +11,7 @@ import type { ClientConfig, CommonConfig, ServerConfig } from "./config.ts";
 import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
+import type { InterfaceInfo } from "./interfaces.ts";
 import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
 import { type NatSpec, natTableName, tunnelSubnet } from "./nat.ts";
 import { ServerRole } from "./server.ts";
@@ -36,6 +37,8 @@ export interface Platform {
    * rules and puts forwarding back as it was.
    */
   enableNat(spec: NatSpec): Promise<() => Promise<void>>;
+  /** The machine's interfaces, for uplink hotplug and `interfaces = ["*"]`; none watched when absent. */
+  listInterfaces?: () => InterfaceInfo[];
   createReactor(): Reactor;
   /** Resolves a DNS name to an IP address; IP literals never reach it. */
   resolveHost(host: string): Promise<string>;
@@ -93,6 +96,8 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
     psk: config.key,
     transport,
     openUplink,
+    listInterfaces: platform.listInterfaces,
+    exclude: [config.common.tunName],
   }, platform.clock.now());
   const restoreAll = () => restoreFilters.forEach((restore) => restore());
   return withCleanup([restoreAll, () => role.close()], (undo) => {

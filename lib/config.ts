@@ -9,6 +9,7 @@ import { parseKeyHex } from "./crypto.ts";
 import { Endpoint, parseIpv4 } from "./endpoint.ts";
 import { ConfigError } from "./errors.ts";
 import { interfaceNameProblem } from "./interface_name.ts";
+import { interfacePatternProblem, isInterfacePattern } from "./interfaces.ts";
 import { nftNameProblem } from "./nat.ts";
 
 /** `[common]`: the TUN device, shared by both roles. */
@@ -124,10 +125,15 @@ export function parseClientConfig(
 
   const interfaces = client.stringArray("interfaces", { required: true })!;
   if (interfaces.length === 0) {
-    client.fail("interfaces", 'list at least one uplink interface, like ["wlan0"]');
+    client.fail(
+      "interfaces",
+      'list at least one uplink interface, like ["wlan0"], or ["*"] for every one with a default route',
+    );
   }
   for (const name of interfaces) {
-    const problem = interfaceNameProblem(name);
+    const problem = isInterfacePattern(name)
+      ? interfacePatternProblem(name)
+      : interfaceNameProblem(name);
     if (problem) client.fail("interfaces", `"${name}": ${problem}`);
   }
   const duplicate = interfaces.find((name, i) => interfaces.indexOf(name) !== i);

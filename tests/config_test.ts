@@ -177,6 +177,14 @@ Deno.test("config: every error names the file, the key and what is wrong", () =>
       /client\.interfaces: "bad name"/,
     ],
     [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["wl[ab]*"]'),
+      /client\.interfaces: "wl\[ab\]\*": only \* and \? are supported/,
+    ],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["e n*"]'),
+      /client\.interfaces: "e n\*": a pattern cannot contain/,
+    ],
+    [
       SPEC_CLIENT.replace('tun_gateway = "10.99.0.1"', 'tun_gateway = "10.98.0.1"'),
       /client\.routes\.tun_gateway: 10\.98\.0\.1 must be the server's address inside tun_addr/,
     ],
@@ -310,5 +318,18 @@ Deno.test("config: server.nat errors name the key", () => {
   assert.match(
     serverError(SPEC_SERVER.replace("[server]", '[server]\nnta = "eth0"'), KEY),
     /server\.nta: unknown key; did you mean "nat"\?/,
+  );
+});
+
+Deno.test("config: interfaces may be shell-style patterns beside plain names", () => {
+  const c = parseClientConfig(
+    SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["wl*", "enx????", "usb0"]'),
+    "client.toml",
+  );
+  assert.deepEqual(c.interfaces, ["wl*", "enx????", "usb0"]);
+  assert.deepEqual(
+    parseClientConfig(SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["*"]'), "c.toml")
+      .interfaces,
+    ["*"],
   );
 });

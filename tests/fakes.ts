@@ -12,6 +12,7 @@ import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
 import type { Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import type { InterfaceInfo } from "../lib/interfaces.ts";
 import type { NatSpec } from "../lib/nat.ts";
 import { seededRandom } from "../lib/random.ts";
 
@@ -141,6 +142,13 @@ export class FakeNetwork {
     return socket;
   }
 
+  /** Moves `socket` to `address` (same port), as when its interface's address changes. */
+  rebind(socket: FakeSocket, address: string): void {
+    this.unbind(socket);
+    socket.address = new Endpoint(address, socket.address.port);
+    this.#bound.set(socket.address.key, socket);
+  }
+
   unbind(socket: FakeSocket): void {
     if (this.#bound.get(socket.address.key) === socket) this.#bound.delete(socket.address.key);
   }
@@ -189,7 +197,7 @@ export class FakeSocket implements UdpSocket {
   closed = false;
   sendError: string | null = null;
 
-  constructor(readonly network: FakeNetwork, readonly address: Endpoint, readonly label: string) {}
+  constructor(readonly network: FakeNetwork, public address: Endpoint, readonly label: string) {}
 
   enqueue(data: Uint8Array, from: Endpoint): void {
     if (this.closed) return;
@@ -217,6 +225,85 @@ export class FakeSocket implements UdpSocket {
   }
 }
 
+/**
+ * A machine's interfaces that a test changes while the client runs (see
+ * `fakePlatform`'s `interfaces`): sockets opened on one are tied to its
+ * index, and die (ENODEV) when it is deleted, as SO_BINDTODEVICE sockets do.
+ */
+export class FakeInterfaces {
+  readonly #table = new Map<
+    string,
+    { index: number; address: string; up: boolean; defaultRoute: boolean }
+  >();
+  readonly #sockets = new Map<string, Array<{ socket: FakeSocket; index: number }>>();
+  #nextIndex = 2;
+
+  /** Adds (or re-creates, with a new index) interface `name` with one address. */
+  add(name: string, address: string, options: { defaultRoute?: boolean; up?: boolean } = {}): void {
+    this.remove(name);
+    this.#table.set(name, {
+      index: this.#nextIndex++,
+      address,
+      up: options.up ?? true,
+      defaultRoute: options.defaultRoute ?? true,
+    });
+  }
+
+  /** Deletes `name`: its sockets fail with ENODEV from now on, also after it is added again. */
+  remove(name: string): void {
+    this.#table.delete(name);
+    for (const { socket } of this.#sockets.get(name) ?? []) socket.sendError = "ENODEV";
+    this.#sockets.delete(name);
+  }
+
+  /** A new address: the interface's sockets send from it from now on (the kernel picks the source). */
+  setAddress(name: string, address: string): void {
+    const entry = this.#table.get(name);
+    if (!entry) return;
+    entry.address = address;
+    for (const { socket } of this.#sockets.get(name) ?? []) socket.network.rebind(socket, address);
+  }
+
+  /** Down: sends fail with ENETDOWN; up again: they work. */
+  setUp(name: string, up: boolean): void {
+    const entry = this.#table.get(name);
+    if (!entry) return;
+    entry.up = up;
+    for (const { socket } of this.#sockets.get(name) ?? []) {
+      socket.sendError = up ? null : "ENETDOWN";
+    }
+  }
+
+  setDefaultRoute(name: string, defaultRoute: boolean): void {
+    const entry = this.#table.get(name);
+    if (entry) entry.defaultRoute = defaultRoute;
+  }
+
+  index(name: string): number {
+    return this.#table.get(name)?.index ?? 0;
+  }
+
+  /** Opens a socket tied to `name`, or throws as the kernel would when it is missing. */
+  open(network: FakeNetwork, name: string): FakeSocket {
+    const entry = this.#table.get(name);
+    if (!entry) throw new UserError(`interface ${name} does not exist`);
+    const socket = network.open(entry.address, undefined, name);
+    if (!entry.up) socket.sendError = "ENETDOWN";
+    this.#sockets.set(name, [...(this.#sockets.get(name) ?? []), { socket, index: entry.index }]);
+    return socket;
+  }
+
+  list(): InterfaceInfo[] {
+    return [...this.#table].map(([name, e]) => ({
+      name,
+      index: e.index,
+      up: e.up,
+      addresses: [e.address],
+      defaultRoute: e.defaultRoute,
+    }));
+  }
+}
+
 /** What `fakePlatform`'s `enableNat` was asked to do, and undo, in order. */
 export interface FakeNat {
   enabled: NatSpec[];
@@ -236,6 +323,8 @@ export function fakePlatform(
     sendErrors?: Record<string, string>;
     /** `enableNat` throws this (a missing uplink, no nftables). */
     natError?: Error;
+    /** Interfaces that come and go (instead of `uplinks`); also gives `listInterfaces`. */
+    interfaces?: FakeInterfaces;
   } = {},
 ): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket>; nat: FakeNat } {
   const tun = options.tun ?? new ChannelTun();
@@ -257,6 +346,11 @@ export function fakePlatform(
     },
     openTun: () => tun,
     openUdp: ({ device, bind }) => {
+      if (device !== undefined && options.interfaces) {
+        const socket = options.interfaces.open(network, device);
+        sockets.set(device, socket);
+        return socket;
+      }
       if (device !== undefined) {
         const address = options.uplinks?.[device];
         if (!address) throw new UserError(`interface ${device} does not exist`);
@@ -269,6 +363,7 @@ export function fakePlatform(
       sockets.set(bind!.key, socket);
       return socket;
     },
+    listInterfaces: options.interfaces && (() => options.interfaces!.list()),
     addDefaultRoute: () => {},
     loosenReversePathFilter: () => undefined,
     // The cipher production uses, so the data-path tests cover it.
