@@ -40,6 +40,11 @@ const PENDING_HANDSHAKES = 4;
 
 export interface ClientOptions {
   server: Endpoint;
+  /**
+   * Every address of the server (IPv4 and IPv6), `server` when absent. Each
+   * uplink sends to those of the families it has an address of.
+   */
+  servers?: readonly Endpoint[];
   /** Interface names, or shell-style patterns (`"*"`, `"wl*"`) matched against those with a default route. */
   interfaces: readonly string[];
   keepaliveMs: number;
@@ -62,7 +67,10 @@ export interface ClientOptions {
 export interface Uplink {
   readonly name: string;
   socket?: UdpSocket;
-  path?: Path;
+  /** One per server address this uplink can reach (by the families of its addresses). */
+  paths: Path[];
+  /** The one the server last answered over: while set, only it is used. */
+  active?: Path;
   /** When an authenticated message last arrived over it. */
   lastHeard: number;
   up: boolean;
@@ -175,11 +183,21 @@ export class ClientRole implements Role {
     return { session, paths: () => this.#paths() };
   }
 
-  heard(_session: Session, socket: UdpSocket, _from: Endpoint, now: number): void {
+  heard(_session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
     this.#lastHeard = now;
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
     uplink.lastHeard = now;
+    if (uplink.active?.endpoint.key !== from.key) {
+      const active = uplink.paths.find((p) => p.endpoint.key === from.key);
+      if (active && uplink.paths.length > 1) {
+        log.info("uplink {uplink} reaches the server at {server}", {
+          uplink: uplink.name,
+          server: from.key,
+        });
+      }
+      uplink.active = active;
+    }
     if (!uplink.up) {
       uplink.up = true;
       uplink.silenceReported = false;
@@ -273,6 +291,7 @@ export class ClientRole implements Role {
     for (const uplink of this.uplinks) {
       if (uplink.up && now - uplink.lastHeard > deadAfter) {
         uplink.up = false;
+        uplink.active = undefined; // try every server address again
         uplink.silenceReported = true;
         log.warn("uplink {uplink} is down: nothing heard for {seconds} s{reason}", {
           uplink: uplink.name,
@@ -313,7 +332,10 @@ export class ClientRole implements Role {
 
   #paths(): Path[] {
     const paths: Path[] = [];
-    for (const uplink of this.uplinks) if (uplink.path) paths.push(uplink.path);
+    for (const uplink of this.uplinks) {
+      if (uplink.active) paths.push(uplink.active);
+      else paths.push(...uplink.paths);
+    }
     return paths;
   }
 
@@ -328,7 +350,8 @@ export class ClientRole implements Role {
       uplink.socket = socket;
       uplink.index = info?.index;
       uplink.state = info && interfaceState(info);
-      uplink.path = { socket, endpoint: this.#options.server };
+      uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+      uplink.active = undefined;
       uplink.problem = undefined;
       uplink.openedAt = now;
       uplink.silenceReported = false;
@@ -357,7 +380,7 @@ export class ClientRole implements Role {
 
   /** Closes an uplink whose interface vanished, so it is reopened when it returns. */
   #onSendError = (path: Path, code: string): void => {
-    const uplink = this.uplinks.find((u) => u.path === path);
+    const uplink = this.uplinks.find((u) => u.paths.includes(path));
     if (!uplink) return;
     if (code === "ENODEV" || code === "ENXIO") {
       this.#closeUplink(uplink);
@@ -365,9 +388,17 @@ export class ClientRole implements Role {
       log.warn("uplink {uplink} is down: its interface disappeared; looking for it again", {
         uplink: uplink.name,
       });
-    } else if (uplink.problem !== code) {
+    } else {
+      // The address it used to reach may be gone (its family lost its route): try them all again.
+      if (path === uplink.active) uplink.active = undefined;
+      if (uplink.problem === code) return;
+      // Once per distinct error: an uplink without IPv6 fails every send to an IPv6 address.
       uplink.problem = code;
-      log.debug("sending over {uplink} failed: {code}", { uplink: uplink.name, code });
+      log.debug("sending over {uplink} to {server} failed: {code}", {
+        uplink: uplink.name,
+        server: path.endpoint.key,
+        code,
+      });
     }
   };
 
@@ -376,7 +407,8 @@ export class ClientRole implements Role {
     socket?.close();
     this.#sockets = this.#sockets.filter((s) => s !== socket);
     uplink.socket = undefined;
-    uplink.path = undefined;
+    uplink.paths = [];
+    uplink.active = undefined;
     uplink.up = false;
     uplink.silenceReported = true;
     uplink.index = undefined;
@@ -387,6 +419,19 @@ export class ClientRole implements Role {
   #pathChanged(now: number): void {
     if (this.#current) this.#nextProbeAt = now;
     else if (this.#handshakeWanted) this.#nextHandshakeAt = now;
+  }
+
+  /**
+   * The server addresses an uplink sends to: those of the families it has an
+   * address of; all of them when that is not known (or none fits, so the
+   * send errors say why).
+   */
+  #targets(info: InterfaceInfo | undefined): Endpoint[] {
+    const servers = this.#options.servers ?? [this.#options.server];
+    if (!info || info.addresses.length === 0) return [...servers];
+    const families = new Set(info.addresses.map((a) => a.includes(":") ? 6 : 4));
+    const reachable = servers.filter((server) => families.has(server.family));
+    return reachable.length > 0 ? reachable : [...servers];
   }
 
   #listInterfaces(): readonly InterfaceInfo[] | undefined {
@@ -440,6 +485,10 @@ export class ClientRole implements Role {
         uplink.index = info.index;
         uplink.state = interfaceState(info);
         uplink.problem = undefined;
+        // Its families may have changed (an IPv6 address came or went): choose server addresses again.
+        const socket = uplink.socket;
+        uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+        uplink.active = undefined;
         this.#pathChanged(now);
       }
     }
@@ -532,7 +581,7 @@ export class ClientRole implements Role {
     this.#nextHandshakeAt = -Infinity;
     this.#lastHeard = now;
     log.info(renewed ? "session renewed ({session})" : "connected to {server}, session {session}", {
-      server: this.#options.server.key,
+      server: (this.#options.servers ?? [this.#options.server]).map((s) => s.key).join(", "),
       session: response.session,
     });
     await this.#probeAll(now); // confirms the session and shows the server every path at once
@@ -560,6 +609,7 @@ export class ClientRole implements Role {
 function newUplink(name: string): Uplink {
   return {
     name,
+    paths: [],
     lastHeard: -Infinity,
     up: false,
     retryAt: 0,

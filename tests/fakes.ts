@@ -196,6 +196,8 @@ export class FakeSocket implements UdpSocket {
   readonly #queue: Array<{ data: Uint8Array; from: Endpoint }> = [];
   closed = false;
   sendError: string | null = null;
+  /** Per destination: an errno for some (a family this link has no route for), else null. */
+  sendErrorTo?: (to: Endpoint) => string | null;
 
   constructor(readonly network: FakeNetwork, public address: Endpoint, readonly label: string) {}
 
@@ -215,6 +217,8 @@ export class FakeSocket implements UdpSocket {
   send(datagram: Uint8Array, to: Endpoint): string | null {
     if (this.closed) return "EBADF";
     if (this.sendError) return this.sendError;
+    const refused = this.sendErrorTo?.(to);
+    if (refused) return refused;
     this.network.transmit(this, datagram, to);
     return null;
   }

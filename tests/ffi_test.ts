@@ -714,3 +714,46 @@ kernelTest(
     );
   },
 );
+
+kernelTest(
+  "TUN with IPv6: its address without link-local noise, an IPv6 default route, packets both ways, gone after SIGKILL",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("tun6");
+    const child = lab.spawn(ns, ["tun6", "tbtest6", "fd77::1", "64", "fd77::9", "7"]);
+    const ready = await child.next();
+    assert.equal(ready.event, "ready", JSON.stringify(ready));
+    assert.equal(ready.sendResult, null);
+    assert.equal(ready.outbound, "[2001:db8:77::9]:9", "an IPv6 datagram routed into the TUN");
+    assert.equal(ready.written, true);
+    assert.deepEqual(ready.inbound, {
+      from: "[2001:db8:77::9]:7777",
+      payload: `inbound6-${child.pid}`,
+    });
+    assert.deepEqual(ready.stray, [], "the kernel sent packets of its own into the tunnel");
+    assert.deepEqual(ready.duplicateRoute, {
+      error: "UserError",
+      message: "an IPv6 default route with metric 7 already exists on tbtest6; " +
+        "choose another metric or remove that route",
+    });
+
+    const [link] = await ipJson<Link[]>("-n", ns, "addr", "show", "dev", "tbtest6");
+    const v6 = link.addr_info?.filter((a) => a.family === "inet6");
+    assert.deepEqual(v6?.map((a) => `${a.local}/${a.prefixlen}`), ["fd77::1/64"], "no link-local");
+    const v4 = link.addr_info?.filter((a) => a.family === "inet");
+    assert.deepEqual(v4?.map((a) => `${a.local}/${a.prefixlen}`), ["10.76.0.1/24"]);
+    const routes = await ipJson<Route[]>("-n", ns, "-6", "route", "show", "default");
+    assert.deepEqual(
+      routes.map((r) => [r.dst, r.gateway, r.dev, r.metric]),
+      [["default", "fd77::9", "tbtest6", 7]],
+    );
+
+    const status = await child.kill("SIGKILL");
+    assert.equal(status.signal, "SIGKILL");
+    await eventually(async () => {
+      const links = await ipJson<Link[]>("-n", ns, "link", "show");
+      assert.deepEqual(links.map((l) => l.ifname), ["lo"]);
+      assert.deepEqual(await ipJson<Route[]>("-n", ns, "-6", "route", "show", "default"), []);
+    });
+  },
+);
