@@ -188,15 +188,16 @@ export class ClientRole implements Role {
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
     uplink.lastHeard = now;
-    if (uplink.active?.endpoint.key !== from.key) {
-      const active = uplink.paths.find((p) => p.endpoint.key === from.key);
-      if (active && uplink.paths.length > 1) {
+    // The first address that answers is kept: the server answers over every
+    // path it knows, so switching on each answer would flip between families.
+    if (!uplink.active) {
+      uplink.active = uplink.paths.find((p) => p.endpoint.key === from.key);
+      if (uplink.active && uplink.paths.length > 1) {
         log.info("uplink {uplink} reaches the server at {server}", {
           uplink: uplink.name,
           server: from.key,
         });
       }
-      uplink.active = active;
     }
     if (!uplink.up) {
       uplink.up = true;

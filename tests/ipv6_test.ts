@@ -194,3 +194,39 @@ Deno.test("ipv6: an IPv6 packet from the server's TUN reaches the client's TUN",
     await Promise.all([server.done, client.done]);
   }
 });
+
+Deno.test("ipv6: a host name's A and AAAA records are all server addresses; one that fails to resolve is skipped", async () => {
+  const logs = captureLogs("info");
+  const network = new FakeNetwork();
+  const server = await startServerAt(network, V6);
+  const interfaces = new FakeInterfaces();
+  interfaces.add("lte0", "2001:db8:2::20");
+  const platform: Platform = {
+    ...fakePlatform(network, { interfaces }),
+    resolveHost: (host) =>
+      host === "vpn.example.com"
+        ? Promise.resolve([V4.address, "2001:DB8:0::1"])
+        : Promise.reject(new Error("NXDOMAIN")),
+  };
+  const client = await startClient(
+    clientConfig(["lte0"], `["vpn.example.com:40000", "gone.example.com:40000"]`),
+    platform,
+  );
+  try {
+    const role = client.role as ClientRole;
+    await until("lte0 up", () => role.uplinks[0].up);
+    // The canonical form, so the server's answers match the address sent to.
+    assert.equal(role.uplinks[0].active?.endpoint.key, V6.key);
+    assert.ok(logs.some((l) => /cannot resolve "gone\.example\.com": NXDOMAIN/.test(l)));
+    assert.ok(logs.some((l) => l.includes(`server ${V4.key}, ${V6.key}`)), logs.join("\n"));
+  } finally {
+    resetSync();
+    server.stop();
+    client.stop();
+    await Promise.all([server.done, client.done]);
+  }
+  await assert.rejects(
+    startClient(clientConfig(["lte0"], `"gone.example.com:40000"`), platform),
+    /client\.toml: client\.host: cannot resolve "gone\.example\.com": NXDOMAIN/,
+  );
+});
