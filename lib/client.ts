@@ -1,6 +1,8 @@
 /**
  * The client role: one UDP socket per uplink, all aimed at the server; starts
- * sessions, probes every uplink, and reopens uplinks that were missing.
+ * sessions, probes every uplink, and follows the uplinks' interfaces as they
+ * come, go, are made again or change address (and, for patterns like
+ * `"wl*"`, gain or lose their default route).
  *
  * @module
  */
@@ -149,12 +151,10 @@ export class ClientRole implements Role {
 
   /** Logs what `create` found, once the whole start has succeeded. */
   reportUplinks(): void {
-    if (this.#patterns.length > 0 && this.uplinks.every((u) => u.pattern)) {
-      if (this.uplinks.length === 0) {
-        log.warn("no interface with a default route matches {patterns} yet; waiting for one", {
-          patterns: this.#patterns.join(", "),
-        });
-      }
+    if (this.#patterns.length > 0 && this.uplinks.length === 0) {
+      log.warn("no interface with a default route matches {patterns} yet; waiting for one", {
+        patterns: this.#patterns.join(", "),
+      });
     }
     for (const uplink of this.uplinks) {
       if (uplink.problem) this.#reportProblem(uplink);
