@@ -306,3 +306,27 @@ Deno.test({
     await h.logged(client, /uplink upb added[\s\S]*uplink upb is up/, 5000);
   });
 });
+
+Deno.test(
+  { name: "hotplug: an uplink taken down and up again carries traffic again", ignore },
+  async () => {
+    await withHotplug(async (h, lab) => {
+      await h.startServer();
+      const client = h.startClient(["upa", "upb"]);
+      await h.waitUp();
+      await h.logged(client, /uplink upa is up/);
+      // Down takes the default route with it, as on a real machine; up brings back only the address.
+      await lab.exec("cli", ["ip", "link", "set", "upa", "down"], { check: true });
+      await h.logged(client, /uplink upa changed: down/, 5000);
+      await lab.exec("cli", ["ip", "-batch", "-"], {
+        stdin: `link set upa up\nroute add default via ${ADDRESSES.ispACli} dev upa metric 100\n`,
+        check: true,
+      });
+      await h.logged(client, /uplink upa changed: down[\s\S]*uplink upa changed: up/, 5000);
+      // Link B dead: what still arrives came over link A.
+      await lab.blackhole("b", true);
+      const ping = await lab.ping("cli", WEB, { count: 10, intervalMs: 100 });
+      assert.equal(ping.received, 10, `pings over upa after it came back: lost ${ping.lost}`);
+    });
+  },
+);
