@@ -6,6 +6,7 @@
  */
 import { addDefaultRoute, openTun } from "./ffi/tun.ts";
 import { openUdpSocket } from "./ffi/udp.ts";
+import { listInterfaces } from "./ffi/interfaces.ts";
 import { PollReactor } from "./ffi/poll.ts";
 import { loosenReversePathFilter } from "./ffi/sysctl.ts";
 import { enableNat } from "./ffi/nat.ts";
@@ -25,11 +26,18 @@ const kernel: Platform = {
   addDefaultRoute,
   loosenReversePathFilter,
   enableNat,
+  listInterfaces,
   createReactor: () => new PollReactor(),
   resolveHost: async (host) => {
-    const [address] = await Deno.resolveDns(host, "A").catch(() => Deno.resolveDns(host, "AAAA"));
-    if (!address) throw new Error("no address found");
-    return address;
+    // Both families: each uplink then uses the server addresses it can reach.
+    const results = await Promise.allSettled([
+      Deno.resolveDns(host, "A"),
+      Deno.resolveDns(host, "AAAA"),
+    ]);
+    const addresses = results.flatMap((r) => r.status === "fulfilled" ? r.value : []);
+    if (addresses.length > 0) return addresses;
+    const failed = results.find((r) => r.status === "rejected");
+    throw failed ? failed.reason : new Error("no address found");
   },
   clock: { now: () => performance.now() },
   // libcrypto is 7x faster than WebCrypto here (README, "Crypto"); WebCrypto where it is missing.

@@ -343,6 +343,42 @@ export const RTENTRY = {
 } as const;
 
 /**
+ * struct in6_ifreq, 24 bytes (linux/ipv6.h), for SIOCSIFADDR on an AF_INET6
+ * socket: the address, `__u32 ifr6_prefixlen`, `int ifr6_ifindex`.
+ */
+export const IN6_IFREQ = { size: 24, addr: 0, prefixLength: 16, ifindex: 20 } as const;
+
+/**
+ * struct in6_rtmsg, 80 bytes on LP64 (linux/ipv6_route.h), for SIOCADDRT on
+ * an AF_INET6 socket; 4 bytes of padding before the `unsigned long`.
+ *
+ * ```text
+ *  0 struct in6_addr rtmsg_dst
+ * 16 struct in6_addr rtmsg_src
+ * 32 struct in6_addr rtmsg_gateway
+ * 48 __u32           rtmsg_type      RTN_UNICAST
+ * 52 __u16           rtmsg_dst_len
+ * 54 __u16           rtmsg_src_len
+ * 56 __u32           rtmsg_metric    as given (0 means 1024)
+ * 64 unsigned long   rtmsg_info
+ * 72 __u32           rtmsg_flags
+ * 76 int             rtmsg_ifindex
+ * ```
+ */
+export const IN6_RTMSG = {
+  size: 80,
+  dst: 0,
+  gateway: 32,
+  type: 48,
+  dstLength: 52,
+  metric: 56,
+  flags: 72,
+  ifindex: 76,
+} as const;
+/** `rtmsg_type` of an ordinary route. */
+export const RTN_UNICAST = 1;
+
+/**
  * struct msghdr, 56 bytes on LP64, with holes after the two 4-byte fields:
  *
  * ```text

@@ -7,11 +7,12 @@
  *
  * @module
  */
-import { parseIpv4 } from "../lib/endpoint.ts";
+import { formatIpv6, parseIpv4, parseIpv6 } from "../lib/endpoint.ts";
 import { PermissionError, SystemError, UserError } from "../lib/errors.ts";
 import type { Tun } from "../lib/io.ts";
 import {
   AF_INET,
+  AF_INET6,
   closeQuietly,
   cString,
   Errno,
@@ -24,6 +25,8 @@ import {
   IFF_UP,
   IFNAMSIZ,
   IFREQ,
+  IN6_IFREQ,
+  IN6_RTMSG,
   interfaceNameProblem,
   libc,
   O_CLOEXEC,
@@ -33,6 +36,7 @@ import {
   RTENTRY,
   RTF_GATEWAY,
   RTF_UP,
+  RTN_UNICAST,
   SIOCADDRT,
   SIOCGIFFLAGS,
   SIOCSIFADDR,
@@ -66,7 +70,14 @@ const MAX_ROUTE_METRIC = 0x7fff - 1;
  * ```
  */
 export function openTun(
-  opts: { name: string; address: string; prefixLength: number; mtu: number },
+  opts: {
+    name: string;
+    address: string;
+    prefixLength: number;
+    mtu: number;
+    /** An IPv6 address for the device too; without it, IPv6 is off on the device. */
+    address6?: { address: string; prefixLength: number };
+  },
 ): Tun & Disposable {
   const nameProblem = interfaceNameProblem(opts.name);
   if (nameProblem) throw new UserError(`cannot create TUN device "${opts.name}": ${nameProblem}`);
@@ -76,6 +87,16 @@ export function openTun(
   }
   if (!Number.isInteger(opts.prefixLength) || opts.prefixLength < 0 || opts.prefixLength > 32) {
     throw new UserError(`TUN prefix length must be 0-32, got ${opts.prefixLength}`);
+  }
+  const address6 = opts.address6 && parseIpv6(opts.address6.address);
+  if (opts.address6) {
+    const length = opts.address6.prefixLength;
+    if (address6 === undefined) {
+      throw new UserError(`TUN address "${opts.address6.address}" is not an IPv6 address`);
+    }
+    if (!Number.isInteger(length) || length < 1 || length > 128) {
+      throw new UserError(`TUN IPv6 prefix length must be 1-128, got ${length}`);
+    }
   }
 
   const c = libc();
@@ -89,8 +110,10 @@ export function openTun(
     new DataView(ifr.buffer).setInt16(IFREQ.flags, IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL, true);
     if (c.ioctl(fd, TUNSETIFF, ifr) < 0) throw tunError("TUNSETIFF", errno(), opts.name);
     const name = readCString(ifr, IFREQ.name, IFNAMSIZ);
-    disableIpv6(name);
+    if (address6) quietIpv6(name);
+    else disableIpv6(name);
     configure(name, address, opts.prefixLength, opts.mtu);
+    if (address6) addIpv6Address(name, address6, opts.address6!.prefixLength);
     return new KernelTun(fd, name, opts.mtu);
   } catch (error) {
     closeQuietly(fd);
@@ -153,6 +176,55 @@ function disableIpv6(name: string): void {
   }
 }
 
+/**
+ * IPv6 on, but without what a TUN device does not need and would send
+ * through the tunnel: no link-local address (addr_gen_mode 1), no router
+ * solicitations or advertisements, no duplicate address detection (the only
+ * other host on this link is the peer). Best effort, before the device is up.
+ */
+function quietIpv6(name: string): void {
+  const settings: Array<[string, string]> = [
+    ["addr_gen_mode", "1"],
+    ["accept_ra", "0"],
+    ["router_solicitations", "0"],
+    ["accept_dad", "0"],
+    ["disable_ipv6", "0"],
+  ];
+  for (const [key, value] of settings) {
+    try {
+      Deno.writeTextFileSync(`/proc/sys/net/ipv6/conf/${name}/${key}`, value);
+    } catch {
+      // An older kernel without the setting: a little noise, nothing worse.
+    }
+  }
+}
+
+/** `address/prefixLength` on the device, as ifconfig(8) does for IPv6. */
+function addIpv6Address(name: string, address: Uint8Array, prefixLength: number): void {
+  const ifindex = libc().if_nametoindex(cString(name));
+  if (ifindex === 0) throw new UserError(`TUN device ${name} vanished while being configured`);
+  const request = new Uint8Array(IN6_IFREQ.size);
+  request.set(address, IN6_IFREQ.addr);
+  const view = new DataView(request.buffer);
+  view.setUint32(IN6_IFREQ.prefixLength, prefixLength, true);
+  view.setInt32(IN6_IFREQ.ifindex, ifindex, true);
+  withControlSocket((socket) => {
+    if (libc().ioctl(socket, SIOCSIFADDR, request) >= 0) return;
+    const code = errno();
+    if (code === Errno.EAFNOSUPPORT) {
+      throw new UserError(`IPv6 is disabled on this machine; remove tun_addr6`);
+    }
+    if (code === Errno.EACCES) {
+      // The kernel's answer when disable_ipv6 is 1 for the device (and writing 0 failed).
+      throw new UserError(
+        `IPv6 is disabled on ${name} (net.ipv6.conf.${name}.disable_ipv6 = 1); ` +
+          `enable IPv6 (sysctl net.ipv6.conf.default.disable_ipv6=0) or remove tun_addr6`,
+      );
+    }
+    throw configureError("SIOCSIFADDR", code, name, `IPv6 address ${formatIpv6(address)}`);
+  }, AF_INET6);
+}
+
 /** Address, netmask, MTU and flags, the way ifconfig(8) sets them. */
 function configure(name: string, address: number, prefixLength: number, mtu: number): void {
   withControlSocket((socket) => {
@@ -191,6 +263,7 @@ function configure(name: string, address: number, prefixLength: number, mtu: num
 export function addDefaultRoute(opts: { device: string; gateway: string; metric: number }): void {
   const nameProblem = interfaceNameProblem(opts.device);
   if (nameProblem) throw new UserError(`cannot route via "${opts.device}": ${nameProblem}`);
+  if (opts.gateway.includes(":")) return addIpv6DefaultRoute(opts);
   const gateway = parseIpv4(opts.gateway);
   if (gateway === undefined) {
     throw new UserError(`route gateway "${opts.gateway}" is not an IPv4 address`);
@@ -242,17 +315,67 @@ export function addDefaultRoute(opts: { device: string; gateway: string; metric:
   });
 }
 
+/** `default via gateway dev device metric metric` for IPv6 (route(8)'s `-A inet6`). */
+function addIpv6DefaultRoute(opts: { device: string; gateway: string; metric: number }): void {
+  const gateway = parseIpv6(opts.gateway);
+  if (gateway === undefined) {
+    throw new UserError(`route gateway "${opts.gateway}" is not an IPv6 address`);
+  }
+  const { metric } = opts;
+  if (!Number.isInteger(metric) || metric < 1 || metric > 0xffffffff) {
+    throw new UserError(`IPv6 route metric must be 1-4294967295, got ${metric}`);
+  }
+  const ifindex = libc().if_nametoindex(cString(opts.device));
+  const route = `IPv6 default route via ${opts.gateway} dev ${opts.device} metric ${metric}`;
+  if (ifindex === 0) {
+    throw new UserError(`cannot add ${route}: interface ${opts.device} does not exist`);
+  }
+  const rt = new Uint8Array(IN6_RTMSG.size);
+  const view = new DataView(rt.buffer);
+  rt.set(gateway, IN6_RTMSG.gateway);
+  view.setUint32(IN6_RTMSG.type, RTN_UNICAST, true);
+  view.setUint16(IN6_RTMSG.dstLength, 0, true);
+  view.setUint32(IN6_RTMSG.metric, metric, true);
+  view.setUint32(IN6_RTMSG.flags, RTF_UP | RTF_GATEWAY, true);
+  view.setInt32(IN6_RTMSG.ifindex, ifindex, true);
+  withControlSocket((socket) => {
+    if (libc().ioctl(socket, SIOCADDRT, rt) >= 0) return;
+    const code = errno();
+    switch (code) {
+      case Errno.EPERM:
+      case Errno.EACCES:
+        throw new PermissionError(
+          `adding an ${route} needs root or CAP_NET_ADMIN; run tuxburst with sudo`,
+        );
+      case Errno.EEXIST:
+        throw new UserError(
+          `an IPv6 default route with metric ${metric} already exists on ${opts.device}; ` +
+            `choose another metric or remove that route`,
+        );
+      default:
+        throw new SystemError("ioctl(SIOCADDRT)", code, errnoName(code), route);
+    }
+  }, AF_INET6);
+}
+
 /** The 32-bit netmask of a prefix length: 24 → 255.255.255.0. */
 function prefixMask(prefixLength: number): number {
   return prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
 }
 
-/** Interface and route ioctls go through any AF_INET socket; this one lives for one call. */
-function withControlSocket(use: (socket: number) => void): void {
-  const socket = libc().socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+/**
+ * Interface and route ioctls go through any socket of the family they are
+ * about (AF_INET, or AF_INET6 for IPv6); this one lives for one call.
+ */
+function withControlSocket(use: (socket: number) => void, family = AF_INET): void {
+  const socket = libc().socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (socket < 0) {
     const code = errno();
-    throw new SystemError("socket(AF_INET, SOCK_DGRAM)", code, errnoName(code));
+    if (family === AF_INET6 && code === Errno.EAFNOSUPPORT) {
+      throw new UserError("IPv6 is disabled on this machine; remove tun_addr6 and tun_gateway6");
+    }
+    const name = family === AF_INET ? "AF_INET" : "AF_INET6";
+    throw new SystemError(`socket(${name}, SOCK_DGRAM)`, code, errnoName(code));
   }
   try {
     use(socket);

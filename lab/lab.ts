@@ -20,6 +20,11 @@
  *
  * `cli`'s addresses and gateways are the same either way.
  *
+ * With `ipv6: true` (without wires), every link also has an IPv6 /64
+ * (`ADDRESSES6`) with the same roles: `cli` has two IPv6 default routes, the
+ * ISPs masquerade its IPv6 too, `srv` masquerades the tunnel's fd99::/64,
+ * and `inet` forwards IPv6 to `web` only from the server's IPv6 address.
+ *
  * The ISPs masquerade their client side (carrier-grade NAT), `srv` masquerades
  * the tunnel's 10.99.0.0/24 out of its one uplink (unless `serverNat: false`
  * leaves that to tuxburst's `server.nat`), and `inet` forwards to `web` only
@@ -82,6 +87,73 @@ export const ADDRESSES = {
   inetSrv: "172.16.3.1",
   inetWeb: "172.16.4.1",
 } as const;
+
+/** IPv6 addresses of a lab made with `ipv6: true` (all /64), by the same names as `ADDRESSES`. */
+export const ADDRESSES6 = {
+  cliA: "fd01:1:1::2",
+  ispACli: "fd01:1:1::1",
+  cliB: "fd01:2:2::2",
+  ispBCli: "fd01:2:2::1",
+  ispA: "fd16:1::2",
+  ispB: "fd16:2::2",
+  srv: "fd16:3::2",
+  web: "fd16:4::2",
+  inetA: "fd16:1::1",
+  inetB: "fd16:2::1",
+  inetSrv: "fd16:3::1",
+  inetWeb: "fd16:4::1",
+} as const;
+
+/** The tunnel's IPv6 subnet that `srv` masquerades towards `web` in a lab with IPv6. */
+export const TUNNEL_SUBNET6 = "fd99::/64";
+
+/** Per namespace and interface, its IPv6 address (a lab with `ipv6: true`). */
+const LINK_ADDRESSES6: ReadonlyArray<readonly [NsName, string, string]> = [
+  ["cli", "upa", ADDRESSES6.cliA],
+  ["ispA", "cli", ADDRESSES6.ispACli],
+  ["cli", "upb", ADDRESSES6.cliB],
+  ["ispB", "cli", ADDRESSES6.ispBCli],
+  ["ispA", "wan", ADDRESSES6.ispA],
+  ["inet", "ispa", ADDRESSES6.inetA],
+  ["ispB", "wan", ADDRESSES6.ispB],
+  ["inet", "ispb", ADDRESSES6.inetB],
+  ["srv", "wan", ADDRESSES6.srv],
+  ["inet", "srv", ADDRESSES6.inetSrv],
+  ["web", "wan", ADDRESSES6.web],
+  ["inet", "web", ADDRESSES6.inetWeb],
+];
+
+/** IPv6 routes besides the connected ones, like `routes()`. */
+const ROUTES6: Partial<Record<NsName, string[]>> = {
+  cli: [
+    `default via ${ADDRESSES6.ispACli} dev upa metric 100`,
+    `default via ${ADDRESSES6.ispBCli} dev upb metric 200`,
+  ],
+  ispA: [`default via ${ADDRESSES6.inetA} dev wan`],
+  ispB: [`default via ${ADDRESSES6.inetB} dev wan`],
+  srv: [`default via ${ADDRESSES6.inetSrv} dev wan`],
+  web: [`default via ${ADDRESSES6.inetWeb} dev wan`],
+};
+
+/** The IPv6 twins of `NFT_RULES`. */
+function nftRules6(serverNat: boolean): Partial<Record<NsName, string>> {
+  const masquerade = (subnet: string) => `
+table ip6 tb6 {
+  chain nat_post { type nat hook postrouting priority srcnat; oifname "wan" ip6 saddr ${subnet} masquerade; }
+}`;
+  return {
+    ispA: masquerade("fd01:1:1::/64"),
+    ispB: masquerade("fd01:2:2::/64"),
+    inet: `
+table ip6 tb6 {
+  chain to_web {
+    type filter hook forward priority filter; policy accept;
+    oifname "web" ip6 saddr != ${ADDRESSES6.srv} counter drop;
+  }
+}`,
+    ...(serverNat ? { srv: masquerade(TUNNEL_SUBNET6) } : {}),
+  };
+}
 
 /** The tunnel subnet that `srv` masquerades towards `web`. */
 export const TUNNEL_SUBNET = "10.99.0.0/24";
@@ -274,6 +346,11 @@ export interface LabOptions {
    * only when tuxburst sets them up (`server.nat`).
    */
   serverNat?: boolean;
+  /**
+   * IPv6 on every link besides IPv4 (`ADDRESSES6`), routed and masqueraded
+   * like IPv4 (default false). Not with `wires`.
+   */
+  ipv6?: boolean;
 }
 
 /** Options of `Lab.impair`. */
@@ -622,7 +699,9 @@ export class Lab implements AsyncDisposable {
     const lab = new Lab(await Deno.makeTempDir({ prefix: "tuxburst-e2e-" }));
     cleanUpOnInterrupt(lab, true);
     try {
+      if (options.ipv6 && options.wires) throw new Error("a lab with IPv6 cannot have wires yet");
       await lab.#build(options.rpFilter ?? 2, options.wires ?? false, options.serverNat ?? true);
+      if (options.ipv6) await lab.#buildIpv6(options.serverNat ?? true);
     } catch (error) {
       await lab[Symbol.asyncDispose]();
       throw error;
@@ -690,6 +769,31 @@ export class Lab implements AsyncDisposable {
         .map(([ns, rules]) =>
           this.exec(ns as NsName, ["nft", "-f", "-"], { stdin: rules, check: true })
         ),
+    );
+  }
+
+  /** IPv6 on top of the IPv4 lab: addresses (no DAD wait), routes, forwarding, NAT and filter. */
+  async #buildIpv6(serverNat: boolean): Promise<void> {
+    await Promise.all(NAMESPACES.map(async (ns) => {
+      const router = ROUTERS.includes(ns) && (ns !== "srv" || serverNat);
+      await this.exec(ns, [
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+        `net.ipv6.conf.all.forwarding=${router ? 1 : 0}`,
+      ], { check: true });
+      const commands = LINK_ADDRESSES6
+        .filter(([owner]) => owner === ns)
+        .map(([, device, address]) => `addr add ${address}/64 dev ${device} nodad`);
+      commands.push(...(ROUTES6[ns] ?? []).map((route) => `route add ${route}`));
+      if (commands.length > 0) await this.#ipBatch(ns, commands);
+    }));
+    await Promise.all(
+      Object.entries(nftRules6(serverNat)).map(([ns, rules]) =>
+        this.exec(ns as NsName, ["nft", "-f", "-"], { stdin: rules, check: true })
+      ),
     );
   }
 
@@ -1063,7 +1167,7 @@ export function parsePing(output: string): PingResult {
   let duplicates = 0;
   let highest = 0;
   const replyLine =
-    /^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) .*time=([\d.]+) ms( \(DUP!\))?/;
+    /^\[(\d+\.\d+)\] \d+ bytes from \S+: icmp_seq=(\d+) .*time=([\d.]+) ms( \(DUP!\))?/;
   for (const line of output.split("\n")) {
     const seqMatch = /icmp_seq=(\d+)/.exec(line);
     if (seqMatch) highest = Math.max(highest, Number(seqMatch[1]));

@@ -11,6 +11,7 @@ import type { ClientConfig, CommonConfig, ServerConfig } from "./config.ts";
 import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
+import type { InterfaceInfo } from "./interfaces.ts";
 import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
 import { type NatSpec, natTableName, tunnelSubnet } from "./nat.ts";
 import { ServerRole } from "./server.ts";
@@ -21,7 +22,14 @@ const log = getLogger(["tuxburst"]);
 
 /** Everything the tunnel needs from the operating system. */
 export interface Platform {
-  openTun(options: { name: string; address: string; prefixLength: number; mtu: number }): Tun;
+  openTun(options: {
+    name: string;
+    address: string;
+    prefixLength: number;
+    mtu: number;
+    /** `common.tun_addr6`: IPv6 on the device too (otherwise it is off there). */
+    address6?: { address: string; prefixLength: number };
+  }): Tun;
   openUdp(options: { family: 4 | 6; device?: string; bind?: Endpoint }): UdpSocket;
   addDefaultRoute(options: { device: string; gateway: string; metric: number }): void;
   /**
@@ -36,9 +44,14 @@ export interface Platform {
    * rules and puts forwarding back as it was.
    */
   enableNat(spec: NatSpec): Promise<() => Promise<void>>;
+  /** The machine's interfaces, for uplink hotplug and `interfaces = ["*"]`; none watched when absent. */
+  listInterfaces?: () => InterfaceInfo[];
   createReactor(): Reactor;
-  /** Resolves a DNS name to an IP address; IP literals never reach it. */
-  resolveHost(host: string): Promise<string>;
+  /**
+   * Resolves a DNS name to its IP addresses (A and AAAA records); IP
+   * literals never reach it. A single string is one address.
+   */
+  resolveHost(host: string): Promise<string | string[]>;
   clock: Clock;
   /** The packet cipher to use; WebCrypto when absent. */
   makeCipher?: CipherFactory;
@@ -67,11 +80,25 @@ const STATS_INTERVAL_MS = 60_000;
  * ```
  */
 export async function startClient(config: ClientConfig, platform: Platform): Promise<Running> {
-  const server = new Endpoint(await resolveServer(config, platform), config.serverPort);
+  const servers = await resolveServers(config, platform);
+  const server = servers[0];
   const transport = new Transport(platform.makeCipher);
   const restoreFilters: Array<() => void> = [];
+  // An IPv6 socket also reaches IPv4 addresses (as ::ffff:a.b.c.d), so one socket serves both.
+  let family: 4 | 6 = servers.some((s) => s.family === 6) ? 6 : 4;
   const openUplink = (name: string) => {
-    const socket = platform.openUdp({ family: server.family, device: name });
+    let socket: UdpSocket;
+    try {
+      socket = platform.openUdp({ family, device: name });
+    } catch (error) {
+      // A kernel without IPv6: IPv4 server addresses still work.
+      if (family !== 6 || !servers.some((s) => s.family === 4) || !/IPv6/.test(String(error))) {
+        throw error;
+      }
+      log.warn("IPv6 is not available here; using the server's IPv4 addresses only");
+      family = 4;
+      socket = platform.openUdp({ family, device: name });
+    }
     if (config.routes) {
       const restore = platform.loosenReversePathFilter(name);
       if (restore) {
@@ -88,31 +115,50 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
   };
   const role = await ClientRole.create({
     server,
+    servers,
     interfaces: config.interfaces,
     keepaliveMs: config.keepaliveMs,
     psk: config.key,
     transport,
     openUplink,
+    listInterfaces: platform.listInterfaces,
+    exclude: [config.common.tunName],
   }, platform.clock.now());
   const restoreAll = () => restoreFilters.forEach((restore) => restore());
   return withCleanup([restoreAll, () => role.close()], (undo) => {
     const tun = openTun(platform, config.common);
     undo.push(() => tun.close());
     if (config.routes) {
-      platform.addDefaultRoute({ device: tun.name, ...config.routes });
+      const { gateway, metric } = config.routes;
+      platform.addDefaultRoute({ device: tun.name, gateway, metric });
       log.info("default route via {gateway} dev {device} metric {metric}", {
         gateway: config.routes.gateway,
         device: tun.name,
         metric: config.routes.metric,
       });
+      const gateway6 = config.routes.gateway6;
+      if (gateway6 !== undefined) {
+        // IPv6 turns metric 0 into 1024, which would lose to the uplinks' own default routes.
+        const metric = Math.max(1, config.routes.metric);
+        platform.addDefaultRoute({ device: tun.name, gateway: gateway6, metric });
+        log.info("IPv6 default route via {gateway} dev {device} metric {metric}", {
+          gateway: gateway6,
+          device: tun.name,
+          metric,
+        });
+      }
     }
-    log.info("client started: TUN {tun} {address}/{prefix}, server {server}, uplinks {uplinks}", {
-      tun: tun.name,
-      address: config.common.tunAddress,
-      prefix: config.common.tunPrefixLength,
-      server: server.key,
-      uplinks: config.interfaces.join(", "),
-    });
+    log.info(
+      "client started: TUN {tun} {address}/{prefix}{address6}, server {server}, uplinks {uplinks}",
+      {
+        tun: tun.name,
+        address6: describeAddress6(config.common),
+        address: config.common.tunAddress,
+        prefix: config.common.tunPrefixLength,
+        server: servers.map((s) => s.key).join(", "),
+        uplinks: config.interfaces.join(", "),
+      },
+    );
     role.reportUplinks();
     const running = run(tun, role, transport, platform);
     running.done.then(restoreAll, restoreAll);
@@ -141,8 +187,9 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
     };
     const disableNat = nat && await platform.enableNat(nat);
     if (disableNat) undo.push(disableNat);
-    log.info("server started: TUN {tun} {address}/{prefix}, listening on {listen}", {
+    log.info("server started: TUN {tun} {address}/{prefix}{address6}, listening on {listen}", {
       tun: tun.name,
+      address6: describeAddress6(config.common),
       address: config.common.tunAddress,
       prefix: config.common.tunPrefixLength,
       listen: config.listen.key,
@@ -164,12 +211,19 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
   });
 }
 
+/** `" fd99::2/64"` when the tunnel has IPv6 too, else empty: for the start-up log line. */
+function describeAddress6(common: CommonConfig): string {
+  const v6 = common.tunAddress6;
+  return v6 ? ` ${v6.address}/${v6.prefixLength}` : "";
+}
+
 function openTun(platform: Platform, common: CommonConfig): Tun {
   return platform.openTun({
     name: common.tunName,
     address: common.tunAddress,
     prefixLength: common.tunPrefixLength,
     mtu: common.mtu,
+    address6: common.tunAddress6,
   });
 }
 
@@ -214,13 +268,43 @@ async function withCleanup<T>(
   }
 }
 
-async function resolveServer(config: ClientConfig, platform: Platform): Promise<string> {
-  const host = config.serverHost;
-  if (parseIpv4(host) !== undefined || parseIpv6(host) !== undefined) return host;
-  try {
-    return await platform.resolveHost(host);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new UserError(`${config.file}: client.host: cannot resolve "${host}": ${reason}`);
+/**
+ * Every address of the server: each `client.host` entry, names resolved to
+ * all their A and AAAA records; in order, without repeats. A name that does
+ * not resolve is an error only when nothing else is left.
+ */
+async function resolveServers(config: ClientConfig, platform: Platform): Promise<Endpoint[]> {
+  const servers = config.servers ?? [{ host: config.serverHost, port: config.serverPort }];
+  const found = new Map<string, Endpoint>();
+  const problems: string[] = [];
+  for (const { host, port } of servers) {
+    let addresses: string[];
+    if (parseIpv4(host) !== undefined || parseIpv6(host) !== undefined) {
+      addresses = [host];
+    } else {
+      try {
+        const resolved = await platform.resolveHost(host);
+        addresses = typeof resolved === "string" ? [resolved] : resolved;
+        if (addresses.length === 0) throw new Error("no address found");
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        problems.push(`cannot resolve "${host}": ${reason}`);
+        continue;
+      }
+    }
+    for (const address of addresses) {
+      // Canonical form, so the address replies come from has the same key.
+      const endpoint = Endpoint.parse(
+        address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`,
+      );
+      if (typeof endpoint === "string") {
+        problems.push(`"${address}" (from "${host}"): ${endpoint}`);
+        continue;
+      }
+      if (!found.has(endpoint.key)) found.set(endpoint.key, endpoint);
+    }
   }
+  if (found.size === 0) throw new UserError(`${config.file}: client.host: ${problems.join("; ")}`);
+  for (const problem of problems) log.warn("client.host: {problem}", { problem });
+  return [...found.values()];
 }

@@ -1,6 +1,8 @@
 /**
  * The client role: one UDP socket per uplink, all aimed at the server; starts
- * sessions, probes every uplink, and reopens uplinks that were missing.
+ * sessions, probes every uplink, and follows the uplinks' interfaces as they
+ * come, go, are made again or change address (and, for patterns like
+ * `"wl*"`, gain or lose their default route).
  *
  * @module
  */
@@ -8,6 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { deriveSessionCiphers, HandshakeMac, randomBytes, randomSessionId } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
+import { globMatch, type InterfaceInfo, isInterfacePattern } from "./interfaces.ts";
 import type { UdpSocket } from "./io.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
@@ -28,11 +31,23 @@ const log = getLogger(["tuxburst", "client"]);
 export const HANDSHAKE_RETRY_MS = 1000;
 /** How often a missing uplink is looked for again. */
 export const UPLINK_RETRY_MS = 2000;
+/**
+ * How often the interfaces are checked (with `listInterfaces`): a missing
+ * uplink that appears, one deleted and made again, a new address or a link
+ * that comes up are acted on within this time, and patterns re-evaluated.
+ */
+export const WATCH_MS = 1000;
 /** Handshakes whose answer is still accepted: answers may come late over a slow link. */
 const PENDING_HANDSHAKES = 4;
 
 export interface ClientOptions {
   server: Endpoint;
+  /**
+   * Every address of the server (IPv4 and IPv6), `server` when absent. Each
+   * uplink sends to those of the families it has an address of.
+   */
+  servers?: readonly Endpoint[];
+  /** Interface names, or shell-style patterns (`"*"`, `"wl*"`) matched against those with a default route. */
   interfaces: readonly string[];
   keepaliveMs: number;
   psk: Uint8Array;
@@ -41,13 +56,23 @@ export interface ClientOptions {
   openUplink(name: string): UdpSocket;
   /** Wall-clock milliseconds, for handshake timestamps (must grow across restarts). */
   wallClock?: () => number;
+  /**
+   * The machine's interfaces, checked every `WATCH_MS`. Without it, uplinks
+   * are reopened only after send errors and patterns match nothing.
+   */
+  listInterfaces?: () => readonly InterfaceInfo[];
+  /** Never used as uplinks, even when a pattern matches (the tunnel's own TUN). */
+  exclude?: readonly string[];
 }
 
 /** One configured uplink and what we know of it. */
 export interface Uplink {
   readonly name: string;
   socket?: UdpSocket;
-  path?: Path;
+  /** One per server address this uplink can reach (by the families of its addresses). */
+  paths: Path[];
+  /** The one the server last answered over: while set, only it is used. */
+  active?: Path;
   /** When an authenticated message last arrived over it. */
   lastHeard: number;
   up: boolean;
@@ -59,6 +84,12 @@ export interface Uplink {
   /** Whether its silence was already logged (as "never reached" or "down"). */
   silenceReported: boolean;
   rttMs?: number;
+  /** The pattern it was found by; plain names have none and are never dropped. */
+  pattern?: string;
+  /** The ifindex its socket is tied to, when `listInterfaces` is known. */
+  index?: number;
+  /** Up-ness and addresses when last checked, to notice a change. */
+  state?: string;
 }
 
 interface PendingHandshake {
@@ -82,19 +113,17 @@ export class ClientRole implements Role {
   #lastTimestamp = 0;
   #nextProbeAt = Infinity;
   #probeSeq = 0;
+  #nextWatchAt = 0;
+  readonly #patterns: readonly string[];
 
   private constructor(options: ClientOptions, mac: HandshakeMac) {
     this.#options = options;
     this.#mac = mac;
     this.#wallClock = options.wallClock ?? Date.now;
-    this.uplinks = options.interfaces.map((name) => ({
-      name,
-      lastHeard: -Infinity,
-      up: false,
-      retryAt: 0,
-      openedAt: 0,
-      silenceReported: false,
-    }));
+    this.#patterns = options.interfaces.filter(isInterfacePattern);
+    this.uplinks = options.interfaces.filter((name) => !isInterfacePattern(name)).map((name) =>
+      newUplink(name)
+    );
   }
 
   /**
@@ -103,9 +132,15 @@ export class ClientRole implements Role {
    */
   static async create(options: ClientOptions, now: number): Promise<ClientRole> {
     const role = new ClientRole(options, await HandshakeMac.fromPsk(options.psk));
+    const interfaces = role.#listInterfaces();
+    if (interfaces) role.#matchPatterns(interfaces, now, true);
+    role.#nextWatchAt = now + WATCH_MS;
     // Quiet: a start that fails must print its one error line, not a log of attempts.
-    const errors = role.uplinks.map((uplink) => role.#openUplink(uplink, now, true));
-    if (role.#sockets.length === 0) {
+    const errors = role.uplinks.map((uplink) =>
+      role.#openUplink(uplink, now, true, interfaces?.find((i) => i.name === uplink.name))
+    );
+    // With a pattern, interfaces may come later (a laptop before its Wi-Fi is up): wait for them.
+    if (role.#sockets.length === 0 && role.#patterns.length === 0) {
       const first = errors.find((e) => e !== undefined)!;
       throw first instanceof UserError && role.uplinks.length === 1 ? first : new UserError(
         `none of the uplinks can be used: ${errors.map((e) => e?.message).join("; ")}`,
@@ -116,6 +151,11 @@ export class ClientRole implements Role {
 
   /** Logs what `create` found, once the whole start has succeeded. */
   reportUplinks(): void {
+    if (this.#patterns.length > 0 && this.uplinks.length === 0) {
+      log.warn("no interface with a default route matches {patterns} yet; waiting for one", {
+        patterns: this.#patterns.join(", "),
+      });
+    }
     for (const uplink of this.uplinks) {
       if (uplink.problem) this.#reportProblem(uplink);
       else log.info("uplink {uplink} opened", { uplink: uplink.name });
@@ -143,11 +183,22 @@ export class ClientRole implements Role {
     return { session, paths: () => this.#paths() };
   }
 
-  heard(_session: Session, socket: UdpSocket, _from: Endpoint, now: number): void {
+  heard(_session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
     this.#lastHeard = now;
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
     uplink.lastHeard = now;
+    // The first address that answers is kept: the server answers over every
+    // path it knows, so switching on each answer would flip between families.
+    if (!uplink.active) {
+      uplink.active = uplink.paths.find((p) => p.endpoint.key === from.key);
+      if (uplink.active && uplink.paths.length > 1) {
+        log.info("uplink {uplink} reaches the server at {server}", {
+          uplink: uplink.name,
+          server: from.key,
+        });
+      }
+    }
     if (!uplink.up) {
       uplink.up = true;
       uplink.silenceReported = false;
@@ -211,10 +262,16 @@ export class ClientRole implements Role {
 
   async tick(now: number): Promise<number> {
     let next = Infinity;
-    for (const uplink of this.uplinks) {
-      if (!uplink.socket) {
-        if (now >= uplink.retryAt) this.#openUplink(uplink, now);
-        if (!uplink.socket) next = Math.min(next, uplink.retryAt);
+    if (this.#options.listInterfaces) {
+      // The watch reopens missing uplinks as soon as their interface exists.
+      if (now >= this.#nextWatchAt) this.#watch(now);
+      next = this.#nextWatchAt;
+    } else {
+      for (const uplink of this.uplinks) {
+        if (!uplink.socket) {
+          if (now >= uplink.retryAt) this.#openUplink(uplink, now);
+          if (!uplink.socket) next = Math.min(next, uplink.retryAt);
+        }
       }
     }
 
@@ -235,6 +292,7 @@ export class ClientRole implements Role {
     for (const uplink of this.uplinks) {
       if (uplink.up && now - uplink.lastHeard > deadAfter) {
         uplink.up = false;
+        uplink.active = undefined; // try every server address again
         uplink.silenceReported = true;
         log.warn("uplink {uplink} is down: nothing heard for {seconds} s{reason}", {
           uplink: uplink.name,
@@ -275,21 +333,32 @@ export class ClientRole implements Role {
 
   #paths(): Path[] {
     const paths: Path[] = [];
-    for (const uplink of this.uplinks) if (uplink.path) paths.push(uplink.path);
+    for (const uplink of this.uplinks) {
+      if (uplink.active) paths.push(uplink.active);
+      else paths.push(...uplink.paths);
+    }
     return paths;
   }
 
-  #openUplink(uplink: Uplink, now: number, quiet = false): Error | undefined {
+  #openUplink(
+    uplink: Uplink,
+    now: number,
+    quiet = false,
+    info?: InterfaceInfo,
+  ): Error | undefined {
     try {
       const socket = this.#options.openUplink(uplink.name);
       uplink.socket = socket;
-      uplink.path = { socket, endpoint: this.#options.server };
+      uplink.index = info?.index;
+      uplink.state = info && interfaceState(info);
+      uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+      uplink.active = undefined;
       uplink.problem = undefined;
       uplink.openedAt = now;
       uplink.silenceReported = false;
       this.#sockets = [...this.#sockets, socket];
       if (!quiet) log.info("uplink {uplink} opened", { uplink: uplink.name });
-      if (this.#current) this.#nextProbeAt = now; // tell the server about the new path at once
+      this.#pathChanged(now);
       return undefined;
     } catch (error) {
       if (!(error instanceof Error)) throw error;
@@ -305,28 +374,161 @@ export class ClientRole implements Role {
   #reportProblem(uplink: Uplink): void {
     log.warn("uplink {uplink} cannot be used, retrying every {seconds} s: {problem}", {
       uplink: uplink.name,
-      seconds: UPLINK_RETRY_MS / 1000,
+      seconds: (this.#options.listInterfaces ? WATCH_MS : UPLINK_RETRY_MS) / 1000,
       problem: uplink.problem,
     });
   }
 
   /** Closes an uplink whose interface vanished, so it is reopened when it returns. */
   #onSendError = (path: Path, code: string): void => {
-    const uplink = this.uplinks.find((u) => u.path === path);
+    const uplink = this.uplinks.find((u) => u.paths.includes(path));
     if (!uplink) return;
     if (code === "ENODEV" || code === "ENXIO") {
-      uplink.socket?.close();
-      this.#sockets = this.#sockets.filter((s) => s !== uplink.socket);
-      uplink.socket = undefined;
-      uplink.path = undefined;
-      uplink.up = false;
+      this.#closeUplink(uplink);
       uplink.retryAt = 0;
-      log.warn("uplink {uplink} disappeared; looking for it again", { uplink: uplink.name });
-    } else if (uplink.problem !== code) {
+      log.warn("uplink {uplink} is down: its interface disappeared; looking for it again", {
+        uplink: uplink.name,
+      });
+    } else {
+      // The address it used to reach may be gone (its family lost its route): try them all again.
+      if (path === uplink.active) uplink.active = undefined;
+      if (uplink.problem === code) return;
+      // Once per distinct error: an uplink without IPv6 fails every send to an IPv6 address.
       uplink.problem = code;
-      log.debug("sending over {uplink} failed: {code}", { uplink: uplink.name, code });
+      log.debug("sending over {uplink} to {server} failed: {code}", {
+        uplink: uplink.name,
+        server: path.endpoint.key,
+        code,
+      });
     }
   };
+
+  #closeUplink(uplink: Uplink): void {
+    const socket = uplink.socket;
+    socket?.close();
+    this.#sockets = this.#sockets.filter((s) => s !== socket);
+    uplink.socket = undefined;
+    uplink.paths = [];
+    uplink.active = undefined;
+    uplink.up = false;
+    uplink.silenceReported = true;
+    uplink.index = undefined;
+    uplink.state = undefined;
+  }
+
+  /** A path appeared or changed: probe at once, so the server learns it now, not at the next keepalive. */
+  #pathChanged(now: number): void {
+    if (this.#current) this.#nextProbeAt = now;
+    else if (this.#handshakeWanted) this.#nextHandshakeAt = now;
+  }
+
+  /**
+   * The server addresses an uplink sends to: those of the families it has an
+   * address of; all of them when that is not known (or none fits, so the
+   * send errors say why).
+   */
+  #targets(info: InterfaceInfo | undefined): Endpoint[] {
+    const servers = this.#options.servers ?? [this.#options.server];
+    if (!info || info.addresses.length === 0) return [...servers];
+    const families = new Set(info.addresses.map((a) => a.includes(":") ? 6 : 4));
+    const reachable = servers.filter((server) => families.has(server.family));
+    return reachable.length > 0 ? reachable : [...servers];
+  }
+
+  #listInterfaces(): readonly InterfaceInfo[] | undefined {
+    const list = this.#options.listInterfaces;
+    if (!list) return undefined;
+    try {
+      return list();
+    } catch (error) {
+      log.debug("cannot list interfaces: {error}", { error: String(error) });
+      return undefined;
+    }
+  }
+
+  /**
+   * Compares each uplink with its interface now: gone (close, look for it
+   * again), made again with a new index (its socket is dead: reopen),
+   * up/down or addresses changed (probe at once), back (open).
+   */
+  #watch(now: number): void {
+    this.#nextWatchAt = now + WATCH_MS;
+    const interfaces = this.#listInterfaces();
+    if (!interfaces) return;
+    this.#matchPatterns(interfaces, now, false);
+    const byName = new Map(interfaces.map((i) => [i.name, i]));
+    for (const uplink of this.uplinks) {
+      const info = byName.get(uplink.name);
+      if (!uplink.socket) {
+        if (info) this.#openUplink(uplink, now, false, info);
+        continue;
+      }
+      if (!info) {
+        this.#closeUplink(uplink);
+        uplink.retryAt = now + WATCH_MS;
+        log.warn("uplink {uplink} is down: its interface is gone; looking for it again", {
+          uplink: uplink.name,
+        });
+      } else if (uplink.index !== undefined && info.index !== uplink.index) {
+        const old = uplink.index;
+        this.#closeUplink(uplink);
+        log.warn("uplink {uplink} was re-created (index {old} -> {index}); reopening it", {
+          uplink: uplink.name,
+          old,
+          index: info.index,
+        });
+        this.#openUplink(uplink, now, false, info);
+      } else if (interfaceState(info) !== uplink.state) {
+        log.info("uplink {uplink} changed: {state}", {
+          uplink: uplink.name,
+          state: describeInterface(info),
+        });
+        uplink.index = info.index;
+        uplink.state = interfaceState(info);
+        uplink.problem = undefined;
+        // Its families may have changed (an IPv6 address came or went): choose server addresses again.
+        const socket = uplink.socket;
+        uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+        uplink.active = undefined;
+        this.#pathChanged(now);
+      }
+    }
+  }
+
+  /** Adds interfaces that now match a pattern, and drops those found by one that no longer do. */
+  #matchPatterns(interfaces: readonly InterfaceInfo[], now: number, quiet: boolean): void {
+    if (this.#patterns.length === 0) return;
+    const excluded = new Set(["lo", ...(this.#options.exclude ?? [])]);
+    const wanted = new Map<string, string>();
+    for (const info of interfaces) {
+      if (!info.defaultRoute || excluded.has(info.name)) continue;
+      const pattern = this.#patterns.find((p) => globMatch(p, info.name));
+      if (pattern !== undefined) wanted.set(info.name, pattern);
+    }
+    for (const uplink of [...this.uplinks]) {
+      if (uplink.pattern === undefined || wanted.has(uplink.name)) continue;
+      this.#closeUplink(uplink);
+      this.uplinks.splice(this.uplinks.indexOf(uplink), 1);
+      const gone = !interfaces.some((i) => i.name === uplink.name);
+      log.info("uplink {uplink} dropped: {reason}", {
+        uplink: uplink.name,
+        reason: gone ? "the interface is gone" : "it has no default route any more",
+      });
+    }
+    for (const [name, pattern] of wanted) {
+      if (this.uplinks.some((u) => u.name === name)) continue;
+      const uplink = newUplink(name);
+      uplink.pattern = pattern;
+      this.uplinks.push(uplink);
+      if (!quiet) {
+        log.info("uplink {uplink} added: it matches {pattern} and has a default route", {
+          uplink: name,
+          pattern,
+        });
+        this.#openUplink(uplink, now, false, interfaces.find((i) => i.name === name));
+      }
+    }
+  }
 
   async #sendInit(now: number): Promise<void> {
     this.#nextHandshakeAt = now + HANDSHAKE_RETRY_MS;
@@ -380,7 +582,7 @@ export class ClientRole implements Role {
     this.#nextHandshakeAt = -Infinity;
     this.#lastHeard = now;
     log.info(renewed ? "session renewed ({session})" : "connected to {server}, session {session}", {
-      server: this.#options.server.key,
+      server: (this.#options.servers ?? [this.#options.server]).map((s) => s.key).join(", "),
       session: response.session,
     });
     await this.#probeAll(now); // confirms the session and shows the server every path at once
@@ -403,4 +605,26 @@ export class ClientRole implements Role {
       ),
     );
   }
+}
+
+function newUplink(name: string): Uplink {
+  return {
+    name,
+    paths: [],
+    lastHeard: -Infinity,
+    up: false,
+    retryAt: 0,
+    openedAt: 0,
+    silenceReported: false,
+  };
+}
+
+/** What of an interface, when it changes, may change the path to the server. */
+function interfaceState(info: InterfaceInfo): string {
+  return `${info.up ? "up" : "down"} ${info.addresses.join(",")}`;
+}
+
+function describeInterface(info: InterfaceInfo): string {
+  const addresses = info.addresses.length > 0 ? info.addresses.join(", ") : "no address";
+  return `${info.up ? "up" : "down"}, ${addresses}`;
 }

@@ -6,9 +6,10 @@
  */
 import { parse as parseToml, TomlError } from "smol-toml";
 import { parseKeyHex } from "./crypto.ts";
-import { Endpoint, parseIpv4 } from "./endpoint.ts";
+import { Endpoint, formatIpv6, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { ConfigError } from "./errors.ts";
 import { interfaceNameProblem } from "./interface_name.ts";
+import { interfacePatternProblem, isInterfacePattern } from "./interfaces.ts";
 import { nftNameProblem } from "./nat.ts";
 
 /** `[common]`: the TUN device, shared by both roles. */
@@ -17,6 +18,8 @@ export interface CommonConfig {
   /** The tunnel address of this side, dotted IPv4. */
   tunAddress: string;
   tunPrefixLength: number;
+  /** The tunnel's IPv6 address of this side (`tun_addr6`); the tunnel carries IPv4 only without it. */
+  tunAddress6?: { address: string; prefixLength: number };
   mtu: number;
   debug: boolean;
 }
@@ -25,6 +28,8 @@ export interface CommonConfig {
 export interface RouteConfig {
   gateway: string;
   metric: number;
+  /** The server's tunnel IPv6 address (`tun_gateway6`): an IPv6 default route goes via it too. */
+  gateway6?: string;
 }
 
 /** A client config (`tuxburst connect`). */
@@ -32,9 +37,11 @@ export interface ClientConfig {
   role: "client";
   file: string;
   common: CommonConfig;
-  /** The server's host (IP address or DNS name) and port. */
+  /** The server's host (IP address or DNS name) and port: the first of `servers`. */
   serverHost: string;
   serverPort: number;
+  /** Every server address given in `client.host` (a string or a list of them), in order. */
+  servers: Array<{ host: string; port: number }>;
   key: Uint8Array;
   interfaces: string[];
   keepaliveMs: number;
@@ -72,9 +79,9 @@ export const DEFAULTS = {
 } as const;
 
 const KNOWN_KEYS: Record<string, readonly string[]> = {
-  common: ["tun_name", "tun_addr", "mtu", "debug"],
+  common: ["tun_name", "tun_addr", "tun_addr6", "mtu", "debug"],
   client: ["host", "key", "key_file", "interfaces", "keepalive", "routes"],
-  "client.routes": ["tun_gateway", "metric"],
+  "client.routes": ["tun_gateway", "tun_gateway6", "metric"],
   server: ["listen", "key", "key_file", "path_timeout", "nat"],
 };
 
@@ -112,22 +119,42 @@ export function parseClientConfig(
   const client = doc.section("client");
   const warnings: string[] = [];
 
-  const hostText = client.string("host", { required: true })!;
-  const hostMatch = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(hostText);
-  if (!hostMatch) {
-    client.fail("host", `expected "address:port" (like "1.2.3.4:40000"), got "${hostText}"`);
+  const hostTexts = client.has("host") && Array.isArray(client.table.host)
+    ? client.stringArray("host")!
+    : [client.string("host", { required: true })!];
+  if (hostTexts.length === 0) {
+    client.fail("host", 'list at least one server address, like ["1.2.3.4:40000"]');
   }
-  const serverPort = Number(hostMatch![3]);
-  if (serverPort < 1 || serverPort > 65535) {
-    client.fail("host", `port must be 1-65535, got ${serverPort}`);
-  }
+  const servers = hostTexts.map((hostText) => {
+    const hostMatch = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(hostText);
+    if (!hostMatch) {
+      client.fail(
+        "host",
+        `expected "address:port" (like "1.2.3.4:40000" or "[2001:db8::1]:40000"), got "${hostText}"`,
+      );
+    }
+    const port = Number(hostMatch![3]);
+    if (port < 1 || port > 65535) client.fail("host", `port must be 1-65535, got ${port}`);
+    const v6 = hostMatch![1];
+    if (v6 !== undefined && parseIpv6(v6) === undefined) {
+      client.fail("host", `"${v6}" is not an IPv6 address`);
+    }
+    return { host: v6 ?? hostMatch![2], port };
+  });
+  const duplicateHost = hostTexts.find((text, i) => hostTexts.indexOf(text) !== i);
+  if (duplicateHost) client.fail("host", `"${duplicateHost}" is listed twice`);
 
   const interfaces = client.stringArray("interfaces", { required: true })!;
   if (interfaces.length === 0) {
-    client.fail("interfaces", 'list at least one uplink interface, like ["wlan0"]');
+    client.fail(
+      "interfaces",
+      'list at least one uplink interface, like ["wlan0"], or ["*"] for every one with a default route',
+    );
   }
   for (const name of interfaces) {
-    const problem = interfaceNameProblem(name);
+    const problem = isInterfacePattern(name)
+      ? interfacePatternProblem(name)
+      : interfaceNameProblem(name);
     if (problem) client.fail("interfaces", `"${name}": ${problem}`);
   }
   const duplicate = interfaces.find((name, i) => interfaces.indexOf(name) !== i);
@@ -153,14 +180,39 @@ export function parseClientConfig(
     // The kernel's route ioctl keeps the metric in a C short.
     const metric = section.integer("metric", { min: 0, max: 32766 }) ?? DEFAULTS.metric;
     routes = { gateway, metric };
+    const gateway6 = section.string("tun_gateway6");
+    if (gateway6 !== undefined) {
+      const tun6 = common.tunAddress6;
+      if (!tun6) {
+        section.fail("tun_gateway6", 'needs common.tun_addr6, like "fd99::2/64"');
+      }
+      const gatewayBytes = parseIpv6(gateway6);
+      if (gatewayBytes === undefined) {
+        section.fail("tun_gateway6", `"${gateway6}" is not an IPv6 address`);
+      }
+      const own = parseIpv6(tun6!.address)!;
+      if (
+        !samePrefix6(gatewayBytes!, own, tun6!.prefixLength) ||
+        formatIpv6(gatewayBytes!) === tun6!.address
+      ) {
+        section.fail(
+          "tun_gateway6",
+          `${gateway6} must be the server's address inside tun_addr6 ${tun6!.address}/${
+            tun6!.prefixLength
+          }`,
+        );
+      }
+      routes.gateway6 = formatIpv6(gatewayBytes!);
+    }
   }
 
   return {
     role: "client",
     file,
     common,
-    serverHost: hostMatch![1] ?? hostMatch![2],
-    serverPort,
+    serverHost: servers[0].host,
+    serverPort: servers[0].port,
+    servers,
     key: client.key(readFile, warnings, false)!,
     interfaces,
     keepaliveMs: Math.round(keepalive * 1000),
@@ -245,6 +297,15 @@ export function siblingPath(file: string, name: string): string {
   return slash < 0 ? name : `${file.slice(0, slash + 1)}${name}`;
 }
 
+/** Whether two IPv6 addresses share their first `prefix` bits. */
+function samePrefix6(a: Uint8Array, b: Uint8Array, prefix: number): boolean {
+  for (let bit = 0; bit < prefix; bit++) {
+    const mask = 0x80 >> (bit % 8);
+    if ((a[bit >> 3] & mask) !== (b[bit >> 3] & mask)) return false;
+  }
+  return true;
+}
+
 function sameSubnet(a: number, b: number, prefix: number): boolean {
   if (prefix === 0) return true;
   const shift = 32 - prefix;
@@ -312,10 +373,28 @@ class Document {
         `expected an IPv4 address with prefix length like "10.99.0.2/30", got "${tunAddr}"`,
       );
     }
+    const tunAddr6 = common.string("tun_addr6");
+    let tunAddress6: CommonConfig["tunAddress6"];
+    if (tunAddr6 !== undefined) {
+      const match6 = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(tunAddr6);
+      const bytes = match6 ? parseIpv6(match6[1]) : undefined;
+      const prefix6 = match6 ? Number(match6[2]) : NaN;
+      if (bytes === undefined || !(prefix6 >= 1 && prefix6 <= 128)) {
+        common.fail(
+          "tun_addr6",
+          `expected an IPv6 address with prefix length like "fd99::2/64", got "${tunAddr6}"`,
+        );
+      }
+      if (bytes![0] === 0xfe && (bytes![1] & 0xc0) === 0x80) {
+        common.fail("tun_addr6", "a link-local address (fe80::/10) cannot be routed; use fd00::/8");
+      }
+      tunAddress6 = { address: formatIpv6(bytes!), prefixLength: prefix6 };
+    }
     return {
       tunName,
       tunAddress: match![1],
       tunPrefixLength: prefix,
+      tunAddress6,
       mtu: common.integer("mtu", { min: 576, max: 9000 }) ?? DEFAULTS.mtu,
       debug: common.boolean("debug") ?? false,
     };

@@ -177,6 +177,14 @@ Deno.test("config: every error names the file, the key and what is wrong", () =>
       /client\.interfaces: "bad name"/,
     ],
     [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["wl[ab]*"]'),
+      /client\.interfaces: "wl\[ab\]\*": only \* and \? are supported/,
+    ],
+    [
+      SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["e n*"]'),
+      /client\.interfaces: "e n\*": a pattern cannot contain/,
+    ],
+    [
       SPEC_CLIENT.replace('tun_gateway = "10.99.0.1"', 'tun_gateway = "10.98.0.1"'),
       /client\.routes\.tun_gateway: 10\.98\.0\.1 must be the server's address inside tun_addr/,
     ],
@@ -311,4 +319,149 @@ Deno.test("config: server.nat errors name the key", () => {
     serverError(SPEC_SERVER.replace("[server]", '[server]\nnta = "eth0"'), KEY),
     /server\.nta: unknown key; did you mean "nat"\?/,
   );
+});
+
+Deno.test("config: interfaces may be shell-style patterns beside plain names", () => {
+  const c = parseClientConfig(
+    SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["wl*", "enx????", "usb0"]'),
+    "client.toml",
+  );
+  assert.deepEqual(c.interfaces, ["wl*", "enx????", "usb0"]);
+  assert.deepEqual(
+    parseClientConfig(SPEC_CLIENT.replace('["wlo1", "enxf221672bb6de"]', '["*"]'), "c.toml")
+      .interfaces,
+    ["*"],
+  );
+});
+
+Deno.test("config: host may be a list of IPv4 and IPv6 addresses; the string form still works", () => {
+  const c = parseClientConfig(
+    SPEC_CLIENT.replace(
+      '"1.2.3.4:40000"',
+      '["1.2.3.4:40000", "[2001:DB8::1]:40001", "vpn.example.com:443"]',
+    ),
+    "c.toml",
+  );
+  assert.deepEqual(c.servers, [
+    { host: "1.2.3.4", port: 40000 },
+    { host: "2001:DB8::1", port: 40001 },
+    { host: "vpn.example.com", port: 443 },
+  ]);
+  assert.equal(c.serverHost, "1.2.3.4");
+  assert.deepEqual(parseClientConfig(SPEC_CLIENT, "c.toml").servers, [{
+    host: "1.2.3.4",
+    port: 40000,
+  }]);
+});
+
+Deno.test("config: tun_addr6 and tun_gateway6 set up IPv6 inside the tunnel", () => {
+  const c = parseClientConfig(
+    SPEC_CLIENT.replace(
+      'tun_addr = "10.99.0.2/30"',
+      'tun_addr = "10.99.0.2/30"\ntun_addr6 = "FD99:0::2/64"',
+    )
+      .replace('tun_gateway = "10.99.0.1"', 'tun_gateway = "10.99.0.1"\ntun_gateway6 = "fd99::1"'),
+    "c.toml",
+  );
+  assert.deepEqual(c.common.tunAddress6, { address: "fd99::2", prefixLength: 64 });
+  assert.deepEqual(c.routes, { gateway: "10.99.0.1", gateway6: "fd99::1", metric: 5 });
+  assert.equal(parseClientConfig(SPEC_CLIENT, "c.toml").common.tunAddress6, undefined);
+});
+
+Deno.test("config: IPv6 mistakes name their key", () => {
+  const cases: Array<[string, RegExp]> = [
+    [SPEC_CLIENT.replace('"1.2.3.4:40000"', "[]"), /client\.host: list at least one server/],
+    [
+      SPEC_CLIENT.replace('"1.2.3.4:40000"', '["1.2.3.4"]'),
+      /client\.host: expected "address:port"/,
+    ],
+    [
+      SPEC_CLIENT.replace('"1.2.3.4:40000"', '"[2001:zz::1]:40000"'),
+      /client\.host: "2001:zz::1" is not an IPv6/,
+    ],
+    [SPEC_CLIENT.replace('"1.2.3.4:40000"', "[1, 2]"), /client\.host: must be a list of strings/],
+    [
+      SPEC_CLIENT.replace('"1.2.3.4:40000"', '["1.2.3.4:1", "1.2.3.4:1"]'),
+      /client\.host: "1\.2\.3\.4:1" is listed twice/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fd99::2"',
+      ),
+      /common\.tun_addr6: expected an IPv6 address with prefix length/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fd99::2/129"',
+      ),
+      /common\.tun_addr6: expected/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fe80::2/64"',
+      ),
+      /common\.tun_addr6: a link-local address/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_gateway = "10.99.0.1"',
+        'tun_gateway = "10.99.0.1"\ntun_gateway6 = "fd99::1"',
+      ),
+      /client\.routes\.tun_gateway6: needs common\.tun_addr6/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fd99::2/64"',
+      )
+        .replace(
+          'tun_gateway = "10.99.0.1"',
+          'tun_gateway = "10.99.0.1"\ntun_gateway6 = "fd98::1"',
+        ),
+      /client\.routes\.tun_gateway6: fd98::1 must be the server's address inside tun_addr6 fd99::2\/64/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fd99::2/64"',
+      )
+        .replace(
+          'tun_gateway = "10.99.0.1"',
+          'tun_gateway = "10.99.0.1"\ntun_gateway6 = "FD99::2"',
+        ),
+      /client\.routes\.tun_gateway6: FD99::2 must be the server's address/,
+    ],
+    [
+      SPEC_CLIENT.replace(
+        'tun_addr = "10.99.0.2/30"',
+        'tun_addr = "10.99.0.2/30"\ntun_addr6 = "fd99::2/64"',
+      )
+        .replace(
+          'tun_gateway = "10.99.0.1"',
+          'tun_gateway = "10.99.0.1"\ntun_gateway6 = "10.99.0.1"',
+        ),
+      /client\.routes\.tun_gateway6: "10\.99\.0\.1" is not an IPv6 address/,
+    ],
+  ];
+  for (const [text, expected] of cases) {
+    assert.throws(() => parseClientConfig(text, "client.toml"), (error: Error) => {
+      assert.match(error.message, /^client\.toml: /);
+      assert.match(error.message, expected);
+      assert.equal(error.message.split("\n").length, 1);
+      return true;
+    });
+  }
+  const server = parseServerConfig(
+    SPEC_SERVER.replace('"0.0.0.0:40000"', '"[::]:40000"').replace(
+      'tun_addr = "10.99.0.1/30"',
+      'tun_addr = "10.99.0.1/30"\ntun_addr6 = "fd99::1/64"',
+    ),
+    "s.toml",
+    KEY,
+  );
+  assert.equal(server.listen.key, "[::]:40000");
+  assert.deepEqual(server.common.tunAddress6, { address: "fd99::1", prefixLength: 64 });
 });

@@ -12,6 +12,7 @@ import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
 import type { BatchSent, Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import type { InterfaceInfo } from "../lib/interfaces.ts";
 import type { NatSpec } from "../lib/nat.ts";
 import { seededRandom } from "../lib/random.ts";
 
@@ -38,10 +39,18 @@ class Doorbell {
 
 const doorbell = new Doorbell();
 
+/** A fake source that can tell whether something is waiting in it. */
+interface Pending {
+  readonly pending?: boolean;
+}
+
 export class FakeReactor implements Reactor {
   #closed = false;
-  wait(_sources: readonly Waitable[], timeoutMs: number): Promise<void> {
+  wait(sources: readonly Waitable[], timeoutMs: number): Promise<void> {
     if (this.#closed) return Promise.resolve();
+    // Level-triggered like poll(): data that arrived while the loop was busy (the doorbell
+    // rang with nobody waiting) must not wait for the next timeout.
+    if (sources.some((source) => (source as Pending).pending)) return Promise.resolve();
     return doorbell.wait(timeoutMs);
   }
   wake(): void {
@@ -61,6 +70,11 @@ export class ChannelTun implements Tun {
   closed = false;
 
   constructor(readonly name = "fake0", readonly mtu = 1400) {}
+
+  /** Whether a packet waits to be read (what poll() would say). */
+  get pending(): boolean {
+    return this.#toTunnel.length > 0;
+  }
 
   /** As if the kernel routed `packet` into the tunnel. */
   inject(packet: Uint8Array): void {
@@ -141,6 +155,13 @@ export class FakeNetwork {
     return socket;
   }
 
+  /** Moves `socket` to `address` (same port), as when its interface's address changes. */
+  rebind(socket: FakeSocket, address: string): void {
+    this.unbind(socket);
+    socket.address = new Endpoint(address, socket.address.port);
+    this.#bound.set(socket.address.key, socket);
+  }
+
   unbind(socket: FakeSocket): void {
     if (this.#bound.get(socket.address.key) === socket) this.#bound.delete(socket.address.key);
   }
@@ -188,13 +209,20 @@ export class FakeSocket implements UdpSocket {
   readonly #queue: Array<{ data: Uint8Array; from: Endpoint }> = [];
   closed = false;
   sendError: string | null = null;
+  /** Per destination: an errno for some (a family this link has no route for), else null. */
+  sendErrorTo?: (to: Endpoint) => string | null;
 
-  constructor(readonly network: FakeNetwork, readonly address: Endpoint, readonly label: string) {}
+  constructor(readonly network: FakeNetwork, public address: Endpoint, readonly label: string) {}
 
   enqueue(data: Uint8Array, from: Endpoint): void {
     if (this.closed) return;
     this.#queue.push({ data, from });
     doorbell.ring();
+  }
+
+  /** Whether a datagram waits to be read (what poll() would say). */
+  get pending(): boolean {
+    return this.#queue.length > 0;
   }
 
   receive(buf: Uint8Array): Received | null {
@@ -207,6 +235,8 @@ export class FakeSocket implements UdpSocket {
   send(datagram: Uint8Array, to: Endpoint): string | null {
     if (this.closed) return "EBADF";
     if (this.sendError) return this.sendError;
+    const refused = this.sendErrorTo?.(to);
+    if (refused) return refused;
     this.network.transmit(this, datagram, to);
     return null;
   }
@@ -245,6 +275,85 @@ export class FakeSocket implements UdpSocket {
   }
 }
 
+/**
+ * A machine's interfaces that a test changes while the client runs (see
+ * `fakePlatform`'s `interfaces`): sockets opened on one are tied to its
+ * index, and die (ENODEV) when it is deleted, as SO_BINDTODEVICE sockets do.
+ */
+export class FakeInterfaces {
+  readonly #table = new Map<
+    string,
+    { index: number; address: string; up: boolean; defaultRoute: boolean }
+  >();
+  readonly #sockets = new Map<string, Array<{ socket: FakeSocket; index: number }>>();
+  #nextIndex = 2;
+
+  /** Adds (or re-creates, with a new index) interface `name` with one address. */
+  add(name: string, address: string, options: { defaultRoute?: boolean; up?: boolean } = {}): void {
+    this.remove(name);
+    this.#table.set(name, {
+      index: this.#nextIndex++,
+      address,
+      up: options.up ?? true,
+      defaultRoute: options.defaultRoute ?? true,
+    });
+  }
+
+  /** Deletes `name`: its sockets fail with ENODEV from now on, also after it is added again. */
+  remove(name: string): void {
+    this.#table.delete(name);
+    for (const { socket } of this.#sockets.get(name) ?? []) socket.sendError = "ENODEV";
+    this.#sockets.delete(name);
+  }
+
+  /** A new address: the interface's sockets send from it from now on (the kernel picks the source). */
+  setAddress(name: string, address: string): void {
+    const entry = this.#table.get(name);
+    if (!entry) return;
+    entry.address = address;
+    for (const { socket } of this.#sockets.get(name) ?? []) socket.network.rebind(socket, address);
+  }
+
+  /** Down: sends fail with ENETDOWN; up again: they work. */
+  setUp(name: string, up: boolean): void {
+    const entry = this.#table.get(name);
+    if (!entry) return;
+    entry.up = up;
+    for (const { socket } of this.#sockets.get(name) ?? []) {
+      socket.sendError = up ? null : "ENETDOWN";
+    }
+  }
+
+  setDefaultRoute(name: string, defaultRoute: boolean): void {
+    const entry = this.#table.get(name);
+    if (entry) entry.defaultRoute = defaultRoute;
+  }
+
+  index(name: string): number {
+    return this.#table.get(name)?.index ?? 0;
+  }
+
+  /** Opens a socket tied to `name`, or throws as the kernel would when it is missing. */
+  open(network: FakeNetwork, name: string): FakeSocket {
+    const entry = this.#table.get(name);
+    if (!entry) throw new UserError(`interface ${name} does not exist`);
+    const socket = network.open(entry.address, undefined, name);
+    if (!entry.up) socket.sendError = "ENETDOWN";
+    this.#sockets.set(name, [...(this.#sockets.get(name) ?? []), { socket, index: entry.index }]);
+    return socket;
+  }
+
+  list(): InterfaceInfo[] {
+    return [...this.#table].map(([name, e]) => ({
+      name,
+      index: e.index,
+      up: e.up,
+      addresses: [e.address],
+      defaultRoute: e.defaultRoute,
+    }));
+  }
+}
+
 /** What `fakePlatform`'s `enableNat` was asked to do, and undo, in order. */
 export interface FakeNat {
   enabled: NatSpec[];
@@ -266,6 +375,8 @@ export function fakePlatform(
     natError?: Error;
     /** Overrides the production cipher (libcrypto), e.g. with WebCrypto's worker threads. */
     makeCipher?: Platform["makeCipher"];
+    /** Interfaces that come and go (instead of `uplinks`); also gives `listInterfaces`. */
+    interfaces?: FakeInterfaces;
   } = {},
 ): Platform & { tun: ChannelTun; sockets: Map<string, FakeSocket>; nat: FakeNat } {
   const tun = options.tun ?? new ChannelTun();
@@ -287,6 +398,11 @@ export function fakePlatform(
     },
     openTun: () => tun,
     openUdp: ({ device, bind }) => {
+      if (device !== undefined && options.interfaces) {
+        const socket = options.interfaces.open(network, device);
+        sockets.set(device, socket);
+        return socket;
+      }
       if (device !== undefined) {
         const address = options.uplinks?.[device];
         if (!address) throw new UserError(`interface ${device} does not exist`);
@@ -299,6 +415,7 @@ export function fakePlatform(
       sockets.set(bind!.key, socket);
       return socket;
     },
+    listInterfaces: options.interfaces && (() => options.interfaces!.list()),
     addDefaultRoute: () => {},
     loosenReversePathFilter: () => undefined,
     // The cipher production uses, so the data-path tests cover it.

@@ -678,3 +678,105 @@ kernelTest("PollReactor wakes on a readable fd, on timeout, and on wake()", asyn
   assert.ok(ms("closedWhileWaiting") < 1000, "close() ends a running wait");
   assert.ok(ms("afterClose") < 100, "wait() after close() returns at once");
 });
+
+kernelTest(
+  "interfaces: index, up, addresses and default routes as the client's hotplug watch sees them",
+  async () => {
+    await using lab = new Lab();
+    const cli = await lab.namespace("cli");
+    const srv = await lab.namespace("srv");
+    await ip("-n", cli, "link", "add", "upa", "type", "veth", "peer", "name", "dna", "netns", srv);
+    await ip("-n", cli, "link", "add", "upb", "type", "veth", "peer", "name", "dnb", "netns", srv);
+    await ip("-n", cli, "addr", "add", "10.87.1.2/24", "dev", "upa");
+    await ip("-n", cli, "addr", "add", "fd00:87:2::2/64", "dev", "upb", "nodad");
+    await ip("-n", srv, "link", "set", "dna", "up");
+    await ip("-n", srv, "link", "set", "dnb", "up");
+    await ip("-n", cli, "link", "set", "upa", "up");
+    await ip("-n", cli, "link", "set", "upb", "up");
+    await ip("-n", cli, "route", "add", "default", "via", "10.87.1.1", "dev", "upa");
+    await ip("-n", cli, "-6", "route", "add", "default", "via", "fd00:87:2::1", "dev", "upb");
+
+    type Info = {
+      name: string;
+      index: number;
+      up: boolean;
+      addresses: string[];
+      defaultRoute: boolean;
+    };
+    const list = async () => {
+      const [message] = await lab.run(cli, ["interfaces"]);
+      return new Map((message.interfaces as Info[]).map((i) => [i.name, i]));
+    };
+    const indexOf = async (name: string) =>
+      (await ipJson<Array<{ ifindex: number }>>("-n", cli, "link", "show", name))[0].ifindex;
+
+    const first = await list();
+    assert.deepEqual([...first.keys()].sort(), ["lo", "upa", "upb"]);
+    assert.deepEqual(first.get("upa"), {
+      name: "upa",
+      index: await indexOf("upa"),
+      up: true,
+      addresses: ["10.87.1.2"],
+      defaultRoute: true,
+    });
+    assert.equal(first.get("upb")?.defaultRoute, true, "an IPv6 default route counts");
+    assert.deepEqual(first.get("upb")?.addresses, ["fd00:87:2::2"], "no link-local addresses");
+    assert.equal(first.get("lo")?.defaultRoute, false);
+
+    // Down (the default route goes with it), then deleted and made again: a new index.
+    await ip("-n", cli, "link", "set", "upa", "down");
+    const down = (await list()).get("upa");
+    assert.deepEqual([down?.up, down?.defaultRoute], [false, false]);
+    await ip("-n", cli, "link", "del", "upa");
+    assert.equal((await list()).has("upa"), false);
+    await ip("-n", cli, "link", "add", "upa", "type", "veth", "peer", "name", "dna", "netns", srv);
+    const again = (await list()).get("upa");
+    assert.ok(
+      again && again.index !== first.get("upa")!.index,
+      "a re-created interface has a new index",
+    );
+  },
+);
+
+kernelTest(
+  "TUN with IPv6: its address without link-local noise, an IPv6 default route, packets both ways, gone after SIGKILL",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("tun6");
+    const child = lab.spawn(ns, ["tun6", "tbtest6", "fd77::1", "64", "fd77::9", "7"]);
+    const ready = await child.next();
+    assert.equal(ready.event, "ready", JSON.stringify(ready));
+    assert.equal(ready.sendResult, null);
+    assert.equal(ready.outbound, "[2001:db8:77::9]:9", "an IPv6 datagram routed into the TUN");
+    assert.equal(ready.written, true);
+    assert.deepEqual(ready.inbound, {
+      from: "[2001:db8:77::9]:7777",
+      payload: `inbound6-${child.pid}`,
+    });
+    assert.deepEqual(ready.stray, [], "the kernel sent packets of its own into the tunnel");
+    assert.deepEqual(ready.duplicateRoute, {
+      error: "UserError",
+      message: "an IPv6 default route with metric 7 already exists on tbtest6; " +
+        "choose another metric or remove that route",
+    });
+
+    const [link] = await ipJson<Link[]>("-n", ns, "addr", "show", "dev", "tbtest6");
+    const v6 = link.addr_info?.filter((a) => a.family === "inet6");
+    assert.deepEqual(v6?.map((a) => `${a.local}/${a.prefixlen}`), ["fd77::1/64"], "no link-local");
+    const v4 = link.addr_info?.filter((a) => a.family === "inet");
+    assert.deepEqual(v4?.map((a) => `${a.local}/${a.prefixlen}`), ["10.76.0.1/24"]);
+    const routes = await ipJson<Route[]>("-n", ns, "-6", "route", "show", "default");
+    assert.deepEqual(
+      routes.map((r) => [r.dst, r.gateway, r.dev, r.metric]),
+      [["default", "fd77::9", "tbtest6", 7]],
+    );
+
+    const status = await child.kill("SIGKILL");
+    assert.equal(status.signal, "SIGKILL");
+    await eventually(async () => {
+      const links = await ipJson<Link[]>("-n", ns, "link", "show");
+      assert.deepEqual(links.map((l) => l.ifname), ["lo"]);
+      assert.deepEqual(await ipJson<Route[]>("-n", ns, "-6", "route", "show", "default"), []);
+    });
+  },
+);

@@ -250,6 +250,19 @@ Deno.test("parsePing counts losses, duplicates and gaps", () => {
   assert.equal(Math.round(result.longestGapMs), 400);
 });
 
+Deno.test("parsePing reads replies from IPv6 addresses too", () => {
+  const result = parsePing([
+    "PING fd16:4::2(fd16:4::2) 56 data bytes",
+    "[1700000000.000000] 64 bytes from fd16:4::2: icmp_seq=1 ttl=62 time=2.67 ms",
+    "[1700000000.100000] no answer yet for icmp_seq=2",
+    "[1700000000.200000] 64 bytes from fd16:4::2: icmp_seq=3 ttl=62 time=1.77 ms",
+    "--- fd16:4::2 ping statistics ---",
+    "3 packets transmitted, 2 received, 33% packet loss, time 200ms",
+  ].join("\n"));
+  assert.deepEqual([result.received, result.lost], [2, [2]]);
+  assert.deepEqual(result.replies.map((r) => r.rttMs), [2.67, 1.77]);
+});
+
 Deno.test("pcap reader: LINUX_SLL, big-endian, nanosecond files", () => {
   // One UDP datagram 10.0.0.1:1234 → 10.0.0.2:40000 with payload "hi", behind a 16-byte SLL header.
   const ip = [0x45, 0, 0, 30, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
