@@ -74,7 +74,7 @@ Deno.test("config: the SPEC's client config works as written", () => {
 Deno.test("config: the SPEC's server config works as written, key from server.key", () => {
   const s = parseServerConfig(SPEC_SERVER, "/etc/tuxburst/server.toml", `${KEY}\n`);
   assert.equal(s.listen.key, "0.0.0.0:40000");
-  assert.equal(s.key[0], 0x55);
+  assert.equal(s.peers[0].key[0], 0x55);
   assert.equal(s.pathTimeoutMs, 30_000);
 });
 
@@ -83,7 +83,7 @@ Deno.test("config: key and key_file are accepted on the server", () => {
     SPEC_SERVER.replace("[server]", `[server]\nkey = "${KEY}"`),
     "s.toml",
   );
-  assert.equal(inline.key[1], 0x43);
+  assert.equal(inline.peers[0].key[1], 0x43);
   const fromFile = parseServerConfig(
     SPEC_SERVER.replace("[server]", `[server]\nkey_file = "keys/k.hex"`),
     "/etc/tuxburst/server.toml",
@@ -93,7 +93,7 @@ Deno.test("config: key and key_file are accepted on the server", () => {
       return `${KEY}\n`;
     },
   );
-  assert.equal(fromFile.key[1], 0x43);
+  assert.equal(fromFile.peers[0].key[1], 0x43);
 });
 
 Deno.test("config: optional keys have defaults; routes are optional", () => {
@@ -239,7 +239,7 @@ Deno.test("config: loadConfig reads files, finds server.key beside the config an
     await assert.rejects(loadConfig(`${dir}/server.toml`, "server"), /no key/);
     await Deno.writeTextFile(`${dir}/server.key`, `${KEY}\n`, { mode: 0o600 });
     const s = await loadConfig(`${dir}/server.toml`, "server");
-    assert.equal(s.key[0], 0x55);
+    assert.equal(s.peers[0].key[0], 0x55);
 
     await Deno.writeTextFile(`${dir}/client.key`, `${KEY}\n`);
     await Deno.chmod(`${dir}/client.key`, 0o644);
