@@ -289,7 +289,9 @@ function parsePeers(
     server.fail("peers", "list at least one [[server.peers]]");
   }
   const own = parseIpv4(common.tunAddress)!;
-  const subnet = `${tunnelNetwork(own, common.tunPrefixLength)}/${common.tunPrefixLength}`;
+  const subnet = `${
+    formatIpv4(tunnelNetwork(own, common.tunPrefixLength))
+  }/${common.tunPrefixLength}`;
   const peers: PeerConfig[] = [];
   const seen = {
     name: new Map<string, string>(),
