@@ -436,3 +436,27 @@ Deno.test("peers: a reload with a changed key drops that peer's sessions; a chan
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("peers: a flood of unknown-session datagrams gets a bounded number of answers, however many peers", async () => {
+  const many: Peer[] = Array.from({ length: 8 }, (_, i) => ({
+    name: `peer${i}`,
+    key: (i + 1).toString(16).toUpperCase().padStart(8, "0").repeat(8),
+    v4: `10.99.0.${10 + i}`,
+  }));
+  await withRig(many, async (rig) => {
+    const attacker = new Endpoint("198.51.100.66", 6666);
+    const fake = new Uint8Array(48);
+    fake[0] = 1; // Data
+    for (let i = 0; i < 200; i++) {
+      new DataView(fake.buffer).setUint32(4, 1000 + i); // a session the server never made
+      rig.network.inject(fake, attacker, SERVER);
+    }
+    await sleep(300);
+    const answers = rig.network.captured.filter((c) => c.to.key === attacker.key);
+    // One answer per peer key for the first datagrams, then the limit of 20 a second (plus refill).
+    assert.ok(answers.length >= many.length, `only ${answers.length} answers`);
+    assert.ok(answers.length <= 20 + 10, `${answers.length} answers to 200 forged datagrams`);
+    assert.equal(rig.server.counters.unknownSession, 200);
+    assert.ok(rig.server.counters.rateLimited >= 200 - 30);
+  });
+});
