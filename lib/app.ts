@@ -152,6 +152,13 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
       prefix: config.common.tunPrefixLength,
       listen: config.listen.key,
     });
+    if (config.peers.some((peer) => peer.tunAddress !== undefined)) {
+      log.info("peers: {peers}", {
+        peers: config.peers.map((peer) =>
+          [peer.name, peer.tunAddress, peer.tunAddress6].filter(Boolean).join(" ")
+        ).join(", "),
+      });
+    }
     const running = { ...run(tun, role, transport, platform), reload: reloader(config, role) };
     if (!nat || !disableNat) return running;
     log.info(

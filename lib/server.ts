@@ -115,7 +115,8 @@ export class ServerRole implements Role {
 
   static async create(options: ServerOptions): Promise<ServerRole> {
     const role = new ServerRole(options);
-    await role.reload(options.peers);
+    // Quietly: a server that fails to start says one line, and `startServer` lists the peers.
+    await role.#apply(options.peers, false);
     return role;
   }
 
@@ -139,7 +140,11 @@ export class ServerRole implements Role {
    * sessions were made with the old key), and peers whose key is unchanged
    * keep their sessions and paths, with their addresses updated.
    */
-  async reload(configs: readonly PeerConfig[]): Promise<void> {
+  reload(configs: readonly PeerConfig[]): Promise<void> {
+    return this.#apply(configs, true);
+  }
+
+  async #apply(configs: readonly PeerConfig[], announce: boolean): Promise<void> {
     // The MAC keys first: the tunnel runs on meanwhile, and the switch below happens at once.
     const next = await Promise.all(configs.map(async (config) => {
       const old = this.#peers.get(config.name);
@@ -154,6 +159,7 @@ export class ServerRole implements Role {
         if (record.peer === old) this.#records.delete(id);
       }
       const replaced = configs.some((config) => config.name === old.name);
+      if (!announce) continue;
       log.info(
         replaced
           ? "peer {peer}: key changed, its sessions dropped"
@@ -176,6 +182,7 @@ export class ServerRole implements Role {
       else this.#routes.set(parseIpv4(tunAddress)!, peer);
       if (tunAddress6 !== undefined) this.#routes.set(tunAddress6, peer);
       const addresses = [tunAddress ?? "every address", tunAddress6].filter(Boolean).join(", ");
+      if (!announce) continue;
       if (!before.has(peer)) {
         log.info("peer {peer} added ({addresses})", { peer: peer.name, addresses });
       } else if (changed) {
