@@ -201,7 +201,13 @@ function reloader(config: ServerConfig, role: ServerRole): () => Promise<void> {
     await role.reload(next.peers);
     log.info("config reloaded: {count} peer(s)", { count: next.peers.length });
   };
-  return () => queue = queue.then(reload);
+  // A reload that fails for any other reason must neither stop the server nor the next reload.
+  const safely = () =>
+    reload().catch((error) => {
+      const message = error instanceof Error ? error.message : String(error);
+      log.error("config not reloaded, the running one stays: {message}", { message });
+    });
+  return () => queue = queue.then(safely);
 }
 
 function settingsNeedingRestart(running: ServerConfig, next: ServerConfig): string[] {

@@ -460,3 +460,27 @@ Deno.test("peers: a flood of unknown-session datagrams gets a bounded number of 
     assert.ok(rig.server.counters.rateLimited >= 200 - 30);
   });
 });
+
+Deno.test("peers: a reload that changes more than the peers says which settings need a restart", async () => {
+  await withLogs(async (logs) => {
+    const dir = await Deno.makeTempDir({ prefix: "tuxburst-peers-" });
+    const file = `${dir}/server.toml`;
+    const rig = new Rig();
+    try {
+      await Deno.writeTextFile(file, serverToml([LAPTOP]));
+      await rig.start(await loadConfig(file, "server"));
+      await Deno.writeTextFile(
+        file,
+        serverToml([LAPTOP, PHONE]).replace("[server]\n", "[server]\npath_timeout = 10\n"),
+      );
+      await rig.server.reload!();
+      const warnings = logs.filter((line) => line.startsWith("warning"));
+      assert.equal(warnings.length, 1, logs.join("\n"));
+      assert.match(warnings[0], /reload: server\.path_timeout changed; .* only after a restart/);
+      assert.deepEqual(rig.role.peers.map((p) => p.name), ["laptop", "phone"], "peers applied");
+    } finally {
+      await rig.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
