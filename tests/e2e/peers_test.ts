@@ -3,8 +3,8 @@
  * `lab/lab.ts`, `secondClient: true`): the laptop in `cli` (two uplinks
  * behind the ISPs' NATs), a roaming phone in `cli2` behind `ispA`'s NAT (the
  * same public address as the laptop's link A), an attacker with a key the
- * server does not list, and a tablet whose key is added with SIGHUP while the
- * others run. Root only.
+ * server does not list, the laptop forging another tunnel address, and a
+ * tablet whose key is added with SIGHUP while the others run. Root only.
  *
  * Set `TB_E2E_DEBUG=1` to run tuxburst with `debug = true`.
  */
@@ -111,7 +111,7 @@ class Rig {
 
 Deno.test({
   name:
-    "peers: two clients (one behind a shared NAT, one roaming) at once, an outsider kept out, a peer added by SIGHUP without loss",
+    "peers: two clients (one behind a shared NAT, one roaming) at once, an outsider and a forged source kept out, a peer added by SIGHUP without loss",
   ignore: reason !== undefined,
 }, async () => {
   await using lab = await Lab.create({ secondClient: true });
@@ -253,6 +253,20 @@ Deno.test({
     assert.deepEqual(matching(outsider, /connected to/), [], outsider.stderr);
     assert.deepEqual(matching(tabletClient, /connected to/), [], "the tablet is not listed yet");
 
+    // The laptop posing as another tunnel address: the server drops it (counted as spoofed).
+    await lab.exec("cli", ["ip", "addr", "add", "10.99.0.50/32", "dev", "tuxburst0"], {
+      check: true,
+    });
+    const forged = await lab.ping("cli", SERVER_TUN, {
+      count: 3,
+      replyWaitMs: 500,
+      device: "10.99.0.50", // ping -I with an address: the source address
+    });
+    assert.equal(forged.received, 0, forged.output);
+    await lab.exec("cli", ["ip", "addr", "del", "10.99.0.50/32", "dev", "tuxburst0"], {
+      check: true,
+    });
+
     // Adding the tablet: SIGHUP while the laptop pings; nobody else notices.
     const sessionsBefore = matching(server, /peer (laptop|phone) session \d+ started/);
     const duringReload = lab.ping("cli", ADDRESSES.web, { count: 50, intervalMs });
@@ -289,8 +303,9 @@ Deno.test({
     server.kill("SIGTERM");
     const status = await server.wait(5000);
     assert.equal(status?.code, 0, server.describe());
-    const totals = /stopped; totals: .*badAuth=(\d+)/.exec(server.stderr);
+    const totals = /stopped; totals: .*badAuth=(\d+) .*spoofed=(\d+)/.exec(server.stderr);
     assert.ok(totals && Number(totals[1]) > 0, `no refused handshake counted\n${server.stderr}`);
+    assert.equal(Number(totals[2]), 3, `the forged pings were not counted\n${server.stderr}`);
   } catch (error) {
     console.error(`\n===== output of the tuxburst processes =====\n${rig.describe()}\n=====`);
     throw error;
