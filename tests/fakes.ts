@@ -145,6 +145,15 @@ export class FakeNetwork {
     if (this.#bound.get(socket.address.key) === socket) this.#bound.delete(socket.address.key);
   }
 
+  /** Moves `socket` to another address, as a roaming client (or a NAT's new mapping) looks. */
+  rebind(socket: FakeSocket, address: string, port?: number): void {
+    const endpoint = new Endpoint(address, port ?? this.#nextPort++);
+    if (this.#bound.has(endpoint.key)) throw new UserError(`${endpoint.key} is already in use`);
+    this.unbind(socket);
+    socket.address = endpoint;
+    this.#bound.set(endpoint.key, socket);
+  }
+
   /** Delivers as if sent by `from` (no impairment): the attacker's injection. */
   inject(data: Uint8Array, from: Endpoint, to: Endpoint): void {
     this.#bound.get(to.key)?.enqueue(data.slice(), from);
@@ -189,7 +198,7 @@ export class FakeSocket implements UdpSocket {
   closed = false;
   sendError: string | null = null;
 
-  constructor(readonly network: FakeNetwork, readonly address: Endpoint, readonly label: string) {}
+  constructor(readonly network: FakeNetwork, public address: Endpoint, readonly label: string) {}
 
   enqueue(data: Uint8Array, from: Endpoint): void {
     if (this.closed) return;

@@ -10,7 +10,7 @@ import type { ClientRole } from "../lib/client.ts";
 import { loadConfig, parseClientConfig, parseServerConfig } from "../lib/config.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
-import { ChannelTun, FakeNetwork, fakePlatform } from "./fakes.ts";
+import { ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
 const LAPTOP_KEY = "5543E0FF".repeat(8);
 const PHONE_KEY = "0123ABCD".repeat(8);
@@ -72,6 +72,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 interface Client {
   running: Running;
   tun: ChannelTun;
+  /** The client's one uplink socket. */
+  uplink(): FakeSocket;
 }
 
 class Rig {
@@ -90,7 +92,11 @@ class Rig {
 
   async connect(peer: Peer): Promise<Client> {
     const platform = fakePlatform(this.network, { uplinks: { wlan0: NAT_ADDRESS } });
-    const client = { running: await startClient(clientConfig(peer), platform), tun: platform.tun };
+    const client = {
+      running: await startClient(clientConfig(peer), platform),
+      tun: platform.tun,
+      uplink: () => platform.sockets.get("wlan0")!,
+    };
     this.clients.set(peer.name, client);
     return client;
   }
@@ -482,5 +488,39 @@ Deno.test("peers: a reload that changes more than the peers says which settings 
       await rig.stop();
       await Deno.remove(dir, { recursive: true });
     }
+  });
+});
+
+Deno.test("peers: a roaming client is reached at its new address; the other peer's paths stay as they were", async () => {
+  await withRig([LAPTOP, PHONE], async (rig) => {
+    const laptop = await rig.connect(LAPTOP);
+    const phone = await rig.connect(PHONE);
+    await rig.connected("laptop");
+    await rig.connected("phone");
+    const laptopPaths = rig.role.peers[0].paths.map((p) => p.endpoint.key);
+
+    // The phone moves from the shared NAT address to another network.
+    rig.network.rebind(phone.uplink(), "198.51.100.7");
+    assert.deepEqual(
+      await cross(phone.tun, rig.serverTun, [ipPacket(PHONE.v4, SERVER_TUN, 1)]),
+      [1],
+    );
+    const phonePaths = rig.role.peers[1].paths.map((p) => p.endpoint.address);
+    assert.deepEqual(phonePaths, [NAT_ADDRESS, "198.51.100.7"]);
+    assert.deepEqual(rig.role.peers[0].paths.map((p) => p.endpoint.key), laptopPaths);
+    // Traffic for the phone reaches it at the new address (the old one is gone).
+    assert.deepEqual(
+      await cross(rig.serverTun, phone.tun, [ipPacket(SERVER_TUN, PHONE.v4, 2)]),
+      [2],
+    );
+    // A replay of the phone's datagram from an attacker's address teaches the server nothing.
+    const recorded = rig.network.captured.filter((c) => c.to.key === SERVER.key).at(-1)!;
+    rig.network.inject(recorded.data, new Endpoint("192.0.2.66", 6666), SERVER);
+    await sleep(100);
+    assert.equal(rig.role.peers[1].paths.length, 2);
+    assert.deepEqual(
+      await cross(rig.serverTun, laptop.tun, [ipPacket(SERVER_TUN, LAPTOP.v4, 3)]),
+      [3],
+    );
   });
 });
