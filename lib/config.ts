@@ -302,10 +302,15 @@ function parsePeers(
   (tables as Table[]).forEach((table, index) => {
     const section = new Section(doc.file, `server.peers[${index + 1}]`, table);
     section.rejectUnknown(KNOWN_KEYS["server.peers"]);
-    const unique = (key: keyof typeof seen, value: string, what: string) => {
+    const unique = (
+      key: keyof typeof seen,
+      value: string,
+      what: string,
+      configKey: string = key,
+    ) => {
       const other = seen[key].get(value);
       if (other !== undefined) {
-        section.fail(key, `${what} as peer ${other}; every peer needs its own`);
+        section.fail(configKey, `${what} as peer ${other}; every peer needs its own`);
       }
       seen[key].set(value, `"${name}" (server.peers[${index + 1}])`);
     };
@@ -326,7 +331,7 @@ function parsePeers(
       );
     }
     const key = section.key(readFile, warnings, true)!;
-    unique("key", toHex(key), "the same key");
+    unique("key", toHex(key), "the same key", section.has("key") ? "key" : "key_file");
 
     const addressText = section.string("tun_addr", { required: true })!;
     const address = parseIpv4(addressText.replace(/\/32$/, ""));

@@ -10,9 +10,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { deriveSessionCiphers, HandshakeMac, randomBytes } from "./crypto.ts";
-import { parseIpv4 } from "./endpoint.ts";
 import type { PeerConfig } from "./config.ts";
-import type { Endpoint } from "./endpoint.ts";
+import { type Endpoint, parseIpv4 } from "./endpoint.ts";
 import { type AddressKey, destinationOf, sourceOf } from "./ip_header.ts";
 import type { UdpSocket } from "./io.ts";
 import { TokenBucket } from "./rate_limit.ts";
@@ -35,7 +34,7 @@ const log = getLogger(["tuxburst", "server"]);
 export const PENDING_LIFETIME_MS = 10_000;
 /** The session a client replaced still delivers its stragglers this long. */
 export const PREVIOUS_LIFETIME_MS = 10_000;
-/** Unanswered handshakes kept per client. */
+/** Unanswered handshakes kept per peer. */
 const PENDING_PER_PEER = 4;
 /**
  * Handshakes and "unknown session" answers cost HMACs (and HKDF); a flood of

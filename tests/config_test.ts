@@ -433,6 +433,23 @@ Deno.test("config: peer errors are one line naming the peer's key", () => {
   for (const [text, expected] of cases) assert.match(serverError(text), expected, text);
 });
 
+Deno.test("config: a peer's key_file with another peer's key names key_file", () => {
+  const text = peersConfig([
+    LAPTOP,
+    `name = "phone"\nkey_file = "phone.key"\ntun_addr = "10.99.0.3"`,
+  ]);
+  try {
+    parseServerConfig(text, "server.toml", undefined, () => KEY.toLowerCase());
+    assert.fail("no error");
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    assert.match(
+      error.message,
+      /^server\.toml: server\.peers\[2\]\.key_file: the same key as peer "laptop"/,
+    );
+  }
+});
+
 Deno.test("config: with [[server.peers]], a server.key beside the config is not used", () => {
   const s = parseServerConfig(peersConfig([LAPTOP]), "server.toml", `${KEY3}\n`, noFiles);
   assert.deepEqual(s.peers.map((p) => p.name), ["laptop"]);
