@@ -62,11 +62,14 @@ async function run(command: Command): Promise<number> {
         ? await startWith(command, (file) => loadConfig(file, "server"), startServer)
         : await startWith(command, (file) => loadConfig(file, "client"), startClient);
       const stop = () => running.stop();
+      const reload = () => void running.reload?.();
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
+      if (running.reload) Deno.addSignalListener("SIGHUP", reload);
       await running.done;
       Deno.removeSignalListener("SIGINT", stop);
       Deno.removeSignalListener("SIGTERM", stop);
+      if (running.reload) Deno.removeSignalListener("SIGHUP", reload);
       return 0;
     }
   }

@@ -25,6 +25,13 @@
  * ISPs masquerade its IPv6 too, `srv` masquerades the tunnel's fd99::/64,
  * and `inet` forwards IPv6 to `web` only from the server's IPv6 address.
  *
+ * With `secondClient: true`, a second client namespace `cli2` hangs off
+ * `ispA` too, so both clients reach the world from `ispA`'s one public address:
+ *
+ * ```text
+ *   [cli2] up ==10.3.3.0/24== cli2 [ispA]
+ * ```
+ *
  * The ISPs masquerade their client side (carrier-grade NAT), `srv` masquerades
  * the tunnel's 10.99.0.0/24 out of its one uplink (unless `serverNat: false`
  * leaves that to tuxburst's `server.nat`), and `inet` forwards to `web` only
@@ -56,8 +63,17 @@ import { cleanUpOnInterrupt } from "./interrupt.ts";
 export const NAMESPACES = ["cli", "ispA", "ispB", "inet", "srv", "web"] as const;
 /** The namespaces a lab made with `wires: true` has besides `NAMESPACES`. */
 export const WIRE_NAMESPACES = ["wireA", "wireB"] as const;
+/**
+ * The namespace a lab made with `secondClient: true` has besides
+ * `NAMESPACES`: another client behind `ispA`'s NAT (link `up`), like a phone
+ * on the same Wi-Fi as the laptop.
+ */
+export const SECOND_CLIENT_NAMESPACES = ["cli2"] as const;
 /** One of the lab's namespaces, by role. */
-export type NsName = typeof NAMESPACES[number] | typeof WIRE_NAMESPACES[number];
+export type NsName =
+  | typeof NAMESPACES[number]
+  | typeof WIRE_NAMESPACES[number]
+  | typeof SECOND_CLIENT_NAMESPACES[number];
 /** The client's two uplinks: link A via `ispA`, link B via `ispB`. */
 export type IspLink = "a" | "b";
 
@@ -77,6 +93,9 @@ export const ADDRESSES = {
   /** The ISPs' public addresses: what the world sees of `cli` through their NAT. */
   ispA: "172.16.1.2",
   ispB: "172.16.2.2",
+  /** In a lab with a second client: `cli2` on its link `up` to `ispA`, and `ispA`'s side. */
+  cli2: "10.3.3.2",
+  ispACli2: "10.3.3.1",
   /** The server's one public address. */
   srv: "172.16.3.2",
   /** The web host; `inet` forwards to it only from `srv`. */
@@ -163,6 +182,9 @@ export const UPLINKS: Record<IspLink, string> = { a: "upa", b: "upb" };
 
 /** The client's subnet on each link (what its ISP masquerades). */
 export const CLIENT_NETS: Record<IspLink, string> = { a: "10.1.1.0/24", b: "10.2.2.0/24" };
+
+/** The second client's subnet, which `ispA` masquerades too (same public address as link A). */
+export const SECOND_CLIENT_NET = "10.3.3.0/24";
 
 /** The wire namespace on each link, in a lab with wires. */
 export const WIRES: Record<IspLink, NsName> = { a: "wireA", b: "wireB" };
@@ -339,6 +361,11 @@ export interface LabOptions {
    * runs there, a wire just forwards.
    */
   wires?: boolean;
+  /**
+   * Add `cli2`, a second client behind `ispA`'s NAT (default false); see
+   * `SECOND_CLIENT_NAMESPACES`.
+   */
+  secondClient?: boolean;
   /**
    * `srv` forwards and masquerades the tunnel subnet out of `wan` itself, as
    * the README's manual commands do (default true). With false, `srv` has
@@ -700,7 +727,12 @@ export class Lab implements AsyncDisposable {
     cleanUpOnInterrupt(lab, true);
     try {
       if (options.ipv6 && options.wires) throw new Error("a lab with IPv6 cannot have wires yet");
-      await lab.#build(options.rpFilter ?? 2, options.wires ?? false, options.serverNat ?? true);
+      await lab.#build(
+        options.rpFilter ?? 2,
+        options.wires ?? false,
+        options.serverNat ?? true,
+        options.secondClient ?? false,
+      );
       if (options.ipv6) await lab.#buildIpv6(options.serverNat ?? true);
     } catch (error) {
       await lab[Symbol.asyncDispose]();
@@ -719,10 +751,25 @@ export class Lab implements AsyncDisposable {
     return this.#made.includes("wireA");
   }
 
-  async #build(rpFilter: 0 | 1 | 2, wires: boolean, serverNat: boolean): Promise<void> {
-    const namespaces: NsName[] = [...NAMESPACES, ...(wires ? WIRE_NAMESPACES : [])];
+  async #build(
+    rpFilter: 0 | 1 | 2,
+    wires: boolean,
+    serverNat: boolean,
+    secondClient: boolean,
+  ): Promise<void> {
+    const namespaces: NsName[] = [
+      ...NAMESPACES,
+      ...(wires ? WIRE_NAMESPACES : []),
+      ...(secondClient ? SECOND_CLIENT_NAMESPACES : []),
+    ];
     const linkSpecs = links(wires);
     const routeSpecs = routes(wires);
+    if (secondClient) {
+      linkSpecs.push(
+        ["cli2", "up", `${ADDRESSES.cli2}/24`, "ispA", "cli2", `${ADDRESSES.ispACli2}/24`],
+      );
+      routeSpecs.cli2 = [`default via ${ADDRESSES.ispACli2} dev up`];
+    }
     for (const ns of namespaces) {
       const result = await ipNetns(["add", this.nsName(ns)]);
       if (!result.success) {
@@ -770,6 +817,12 @@ export class Lab implements AsyncDisposable {
           this.exec(ns as NsName, ["nft", "-f", "-"], { stdin: rules, check: true })
         ),
     );
+    if (secondClient) {
+      await this.exec("ispA", ["nft", "-f", "-"], {
+        stdin: `add rule ip tb nat_post oifname "wan" ip saddr ${SECOND_CLIENT_NET} masquerade\n`,
+        check: true,
+      });
+    }
   }
 
   /** IPv6 on top of the IPv4 lab: addresses (no DAD wait), routes, forwarding, NAT and filter. */

@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { ClientRole } from "./client.ts";
-import type { ClientConfig, CommonConfig, ServerConfig } from "./config.ts";
+import { type ClientConfig, type CommonConfig, loadConfig, type ServerConfig } from "./config.ts";
 import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
@@ -64,6 +64,11 @@ export interface Running {
   readonly counters: Counters;
   readonly done: Promise<void>;
   stop(): void;
+  /**
+   * (Server) re-reads the config file and applies its peers (SIGHUP); a bad
+   * config is logged as one line and the running one stays. Never throws.
+   */
+  reload?(): Promise<void>;
 }
 
 /** How often the drop counters are logged, when they changed. */
@@ -173,7 +178,7 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
   return await withCleanup([() => socket.close()], async (undo) => {
     const role = await ServerRole.create({
       socket,
-      psk: config.key,
+      peers: config.peers,
       pathTimeoutMs: config.pathTimeoutMs,
       transport,
     });
@@ -194,7 +199,14 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
       prefix: config.common.tunPrefixLength,
       listen: config.listen.key,
     });
-    const running = run(tun, role, transport, platform);
+    if (config.peers.some((peer) => peer.tunAddress !== undefined)) {
+      log.info("peers: {peers}", {
+        peers: config.peers.map((peer) =>
+          [peer.name, peer.tunAddress, peer.tunAddress6].filter(Boolean).join(" ")
+        ).join(", "),
+      });
+    }
+    const running = { ...run(tun, role, transport, platform), reload: reloader(config, role) };
     if (!nat || !disableNat) return running;
     log.info(
       "NAT on: {subnet} masqueraded out of {uplink}, IP forwarding on (nftables table ip {table}, removed at exit)",
@@ -215,6 +227,59 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
 function describeAddress6(common: CommonConfig): string {
   const v6 = common.tunAddress6;
   return v6 ? ` ${v6.address}/${v6.prefixLength}` : "";
+}
+
+/**
+ * Reloads run one after another (two quick SIGHUPs must not interleave), and
+ * only the peers change: the rest of the config needs a restart, which is said.
+ */
+function reloader(config: ServerConfig, role: ServerRole): () => Promise<void> {
+  let queue = Promise.resolve();
+  const reload = async () => {
+    let next: ServerConfig;
+    try {
+      next = await loadConfig(config.file, "server");
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      log.error("config not reloaded, the running one stays: {message}", { message });
+      return;
+    }
+    for (const warning of next.warnings) log.warn(warning);
+    const restart = settingsNeedingRestart(config, next);
+    if (restart.length > 0) {
+      log.warn("reload: {keys} changed; these take effect only after a restart", {
+        keys: restart.join(", "),
+      });
+    }
+    await role.reload(next.peers);
+    log.info("config reloaded: {count} peer(s)", { count: next.peers.length });
+  };
+  // A reload that fails for any other reason must neither stop the server nor the next reload.
+  const safely = () =>
+    reload().catch((error) => {
+      const message = error instanceof Error ? error.message : String(error);
+      log.error("config not reloaded, the running one stays: {message}", { message });
+    });
+  return () => queue = queue.then(safely);
+}
+
+function settingsNeedingRestart(running: ServerConfig, next: ServerConfig): string[] {
+  const changed: string[] = [];
+  const compare = (key: string, a: unknown, b: unknown) => {
+    if (a !== b) changed.push(key);
+  };
+  compare("common.tun_name", running.common.tunName, next.common.tunName);
+  compare(
+    "common.tun_addr",
+    `${running.common.tunAddress}/${running.common.tunPrefixLength}`,
+    `${next.common.tunAddress}/${next.common.tunPrefixLength}`,
+  );
+  compare("common.mtu", running.common.mtu, next.common.mtu);
+  compare("common.debug", running.common.debug, next.common.debug);
+  compare("server.listen", running.listen.key, next.listen.key);
+  compare("server.path_timeout", running.pathTimeoutMs, next.pathTimeoutMs);
+  compare("server.nat", running.nat, next.nat);
+  return changed;
 }
 
 function openTun(platform: Platform, common: CommonConfig): Tun {

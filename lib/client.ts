@@ -183,6 +183,10 @@ export class ClientRole implements Role {
     return { session, paths: () => this.#paths() };
   }
 
+  accepts(): boolean {
+    return true; // everything from the server: it is the gateway to the whole network
+  }
+
   heard(_session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
     this.#lastHeard = now;
     const uplink = this.uplinks.find((u) => u.socket === socket);

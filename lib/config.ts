@@ -5,8 +5,8 @@
  * @module
  */
 import { parse as parseToml, TomlError } from "smol-toml";
-import { parseKeyHex } from "./crypto.ts";
-import { Endpoint, formatIpv6, parseIpv4, parseIpv6 } from "./endpoint.ts";
+import { parseKeyHex, toHex } from "./crypto.ts";
+import { Endpoint, formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { ConfigError } from "./errors.ts";
 import { interfaceNameProblem } from "./interface_name.ts";
 import { interfacePatternProblem, isInterfacePattern } from "./interfaces.ts";
@@ -50,13 +50,28 @@ export interface ClientConfig {
   warnings: string[];
 }
 
+/** One client the server accepts (`[[server.peers]]`), with its own key. */
+export interface PeerConfig {
+  name: string;
+  key: Uint8Array;
+  /**
+   * The peer's tunnel address, dotted IPv4: packets to it go to this peer, and
+   * this peer may send only from it. `undefined` only in the one-key config
+   * (`server.key`), whose one peer takes and sends every address.
+   */
+  tunAddress?: string;
+  /** The peer's IPv6 tunnel address (canonical form), for routing IPv6 packets. */
+  tunAddress6?: string;
+}
+
 /** A server config (`tuxburst serve`). */
 export interface ServerConfig {
   role: "server";
   file: string;
   common: CommonConfig;
   listen: Endpoint;
-  key: Uint8Array;
+  /** At least one; `server.key` (or `server.key` beside the config) makes one peer named "client". */
+  peers: PeerConfig[];
   pathTimeoutMs: number;
   /** The uplink to masquerade the tunnel subnet out of (`server.nat`); no NAT when absent. */
   nat?: string;
@@ -76,14 +91,19 @@ export const DEFAULTS = {
   metric: 5,
   /** The file the server reads its key from when its config holds none. */
   keyFile: "server.key",
+  /** The name of the one peer of a config with `server.key` instead of `[[server.peers]]`. */
+  singlePeerName: "client",
 } as const;
 
 const KNOWN_KEYS: Record<string, readonly string[]> = {
   common: ["tun_name", "tun_addr", "tun_addr6", "mtu", "debug"],
   client: ["host", "key", "key_file", "interfaces", "keepalive", "routes"],
   "client.routes": ["tun_gateway", "tun_gateway6", "metric"],
-  server: ["listen", "key", "key_file", "path_timeout", "nat"],
+  server: ["listen", "key", "key_file", "path_timeout", "nat", "peers"],
+  "server.peers": ["name", "key", "key_file", "tun_addr", "tun_addr6"],
 };
+
+const PEER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/;
 
 /**
  * Reads and checks a config file for `role`.
@@ -240,20 +260,10 @@ export function parseServerConfig(
   const listen = Endpoint.parse(listenText);
   if (typeof listen === "string") server.fail("listen", listen);
 
-  let key = server.key(readFile, warnings, true);
-  if (!key) {
-    if (defaultKey === undefined) {
-      server.fail(
-        "key",
-        `no key: set key = "…" or key_file = "…", or put ${DEFAULTS.keyFile} (made by "tuxburst gen-key") next to the config`,
-      );
-    }
-    const parsed = parseKeyHex(defaultKey!);
-    if (typeof parsed === "string") {
-      throw new ConfigError(siblingPath(file, DEFAULTS.keyFile), "", `the key ${parsed}`);
-    }
-    key = parsed;
-  }
+  const peers = server.has("peers") ? parsePeers(doc, server, common, readFile, warnings) : [{
+    name: DEFAULTS.singlePeerName,
+    key: singleKey(server, file, defaultKey, readFile, warnings),
+  }];
   const pathTimeout = server.number("path_timeout", { min: 1, max: 86400 }) ?? DEFAULTS.pathTimeout;
 
   const nat = server.string("nat");
@@ -273,11 +283,155 @@ export function parseServerConfig(
     file,
     common,
     listen: listen as Endpoint,
-    key,
+    peers,
     pathTimeoutMs: Math.round(pathTimeout * 1000),
     nat,
     warnings,
   };
+}
+
+/** The one key of a config without `[[server.peers]]`: `server.key`, `key_file` or server.key beside it. */
+function singleKey(
+  server: Section,
+  file: string,
+  defaultKey: string | undefined,
+  readFile: (path: string) => string,
+  warnings: string[],
+): Uint8Array {
+  const key = server.key(readFile, warnings, true);
+  if (key) return key;
+  if (defaultKey === undefined) {
+    server.fail(
+      "key",
+      `no key: set key = "…" or key_file = "…", or put ${DEFAULTS.keyFile} (made by "tuxburst gen-key") next to the config, or list clients in [[server.peers]]`,
+    );
+  }
+  const parsed = parseKeyHex(defaultKey!);
+  if (typeof parsed === "string") {
+    throw new ConfigError(siblingPath(file, DEFAULTS.keyFile), "", `the key ${parsed}`);
+  }
+  return parsed;
+}
+
+/** `[[server.peers]]`: every client with its own name, key and tunnel address, none shared. */
+function parsePeers(
+  doc: Document,
+  server: Section,
+  common: CommonConfig,
+  readFile: (path: string) => string,
+  warnings: string[],
+): PeerConfig[] {
+  if (server.has("key") || server.has("key_file")) {
+    server.fail(
+      "peers",
+      "set either server.key / key_file (one client) or [[server.peers]] (each client with its own key), not both",
+    );
+  }
+  const tables = server.table.peers;
+  if (
+    !Array.isArray(tables) ||
+    tables.some((t) => typeof t !== "object" || t === null || Array.isArray(t))
+  ) {
+    server.fail(
+      "peers",
+      "must be a list of [[server.peers]] sections, each with name, key and tun_addr",
+    );
+  }
+  if ((tables as unknown[]).length === 0) {
+    server.fail("peers", "list at least one [[server.peers]]");
+  }
+  const own = parseIpv4(common.tunAddress)!;
+  const subnet = `${
+    formatIpv4(tunnelNetwork(own, common.tunPrefixLength))
+  }/${common.tunPrefixLength}`;
+  const peers: PeerConfig[] = [];
+  const seen = {
+    name: new Map<string, string>(),
+    key: new Map<string, string>(),
+    tun_addr: new Map<string, string>(),
+    tun_addr6: new Map<string, string>(),
+  };
+  (tables as Table[]).forEach((table, index) => {
+    const section = new Section(doc.file, `server.peers[${index + 1}]`, table);
+    section.rejectUnknown(KNOWN_KEYS["server.peers"]);
+    const unique = (
+      key: keyof typeof seen,
+      value: string,
+      what: string,
+      configKey: string = key,
+    ) => {
+      const other = seen[key].get(value);
+      if (other !== undefined) {
+        section.fail(configKey, `${what} as peer ${other}; every peer needs its own`);
+      }
+      seen[key].set(value, `"${name}" (server.peers[${index + 1}])`);
+    };
+
+    const name = section.string("name", { required: true })!;
+    if (!PEER_NAME.test(name)) {
+      section.fail(
+        "name",
+        `"${name}": use 1-32 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+      );
+    }
+    unique("name", name, "the same name");
+
+    if (!section.has("key") && !section.has("key_file")) {
+      section.fail(
+        "key",
+        'is required: this peer\'s key as 64 hex digits (make one with "tuxburst gen-key"), or key_file = "path"',
+      );
+    }
+    const key = section.key(readFile, warnings, true)!;
+    unique("key", toHex(key), "the same key", section.has("key") ? "key" : "key_file");
+
+    const addressText = section.string("tun_addr", { required: true })!;
+    const address = parseIpv4(addressText.replace(/\/32$/, ""));
+    if (address === undefined) {
+      section.fail(
+        "tun_addr",
+        `expected the client's tunnel address like "10.99.0.2", got "${addressText}"`,
+      );
+    }
+    const network = tunnelNetwork(own, common.tunPrefixLength);
+    const broadcast = network + 2 ** (32 - common.tunPrefixLength) - 1;
+    if (!sameSubnet(address!, own, common.tunPrefixLength)) {
+      section.fail(
+        "tun_addr",
+        `${formatIpv4(address!)} is outside the tunnel subnet ${subnet} (common.tun_addr)`,
+      );
+    }
+    if (address === own) {
+      section.fail(
+        "tun_addr",
+        `${formatIpv4(address!)} is the server's own address (common.tun_addr)`,
+      );
+    }
+    if (common.tunPrefixLength <= 30 && (address === network || address === broadcast)) {
+      section.fail(
+        "tun_addr",
+        `${formatIpv4(address!)} is the network or broadcast address of ${subnet}`,
+      );
+    }
+    const tunAddress = formatIpv4(address!);
+    unique("tun_addr", tunAddress, "the same tun_addr");
+
+    let tunAddress6: string | undefined;
+    const v6Text = section.string("tun_addr6");
+    if (v6Text !== undefined) {
+      const v6 = parseIpv6(v6Text.replace(/\/128$/, ""));
+      if (!v6 || v6[0] === 0xff || v6.every((b) => b === 0)) {
+        section.fail(
+          "tun_addr6",
+          `expected the client's IPv6 tunnel address like "fd99::2", got "${v6Text}"`,
+        );
+      }
+      tunAddress6 = formatIpv6(v6!);
+      unique("tun_addr6", tunAddress6, "the same tun_addr6");
+    }
+    peers.push({ name, key, tunAddress, tunAddress6 });
+  });
+  return peers;
 }
 
 /** The key file `server.key` next to a config, when the config names no key itself. */
@@ -304,6 +458,11 @@ function samePrefix6(a: Uint8Array, b: Uint8Array, prefix: number): boolean {
     if ((a[bit >> 3] & mask) !== (b[bit >> 3] & mask)) return false;
   }
   return true;
+}
+
+function tunnelNetwork(address: number, prefix: number): number {
+  const size = 2 ** (32 - prefix);
+  return Math.floor(address / size) * size;
 }
 
 function sameSubnet(a: number, b: number, prefix: number): boolean {

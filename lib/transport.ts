@@ -40,8 +40,15 @@ export class Counters {
   unknownSession = 0;
   /** Handshake and control messages dropped by a rate limit. */
   rateLimited = 0;
-  /** Outbound packets dropped because no session or no path existed yet. */
+  /**
+   * Outbound packets dropped because no session or no path existed yet, or
+   * (server) no peer has the packet's destination address (also in `noPeer`).
+   */
   noRoute = 0;
+  /** (Server) outbound packets whose destination is no peer's tunnel address. */
+  noPeer = 0;
+  /** (Server) inbound packets whose source is not the sending peer's tunnel address. */
+  spoofed = 0;
   /** Sends the kernel refused (a dead link). */
   sendErrors = 0;
   /** Packets the kernel refused on the TUN. */

@@ -44,6 +44,11 @@ export interface Role {
   session(id: number): Session | undefined;
   /** Where a packet read from the TUN goes; `undefined` drops it (no session yet). */
   destination(packet: Uint8Array): Destination | undefined;
+  /**
+   * Whether a decrypted Data packet of `session` may go to the TUN: the
+   * server lets each peer send only from its own tunnel address.
+   */
+  accepts(session: Session, packet: Uint8Array): boolean;
   /** An authenticated, first-copy transport message of `session` arrived on this path. */
   heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void;
   /** A probe of ours came back on this path. */
@@ -273,6 +278,10 @@ export class Tunnel {
     this.#role.heard(session, socket, from, now);
     switch (candidate.header.type) {
       case MessageType.Data:
+        if (!this.#role.accepts(session, plaintext)) {
+          this.#transport.counters.spoofed++; // a peer posing as another address
+          return undefined;
+        }
         this.#transport.counters.inboundPackets++;
         if (!this.#tun.write(plaintext)) this.#transport.counters.tunWriteErrors++;
         return undefined;

@@ -74,7 +74,7 @@ Deno.test("config: the SPEC's client config works as written", () => {
 Deno.test("config: the SPEC's server config works as written, key from server.key", () => {
   const s = parseServerConfig(SPEC_SERVER, "/etc/tuxburst/server.toml", `${KEY}\n`);
   assert.equal(s.listen.key, "0.0.0.0:40000");
-  assert.equal(s.key[0], 0x55);
+  assert.equal(s.peers[0].key[0], 0x55);
   assert.equal(s.pathTimeoutMs, 30_000);
 });
 
@@ -83,7 +83,7 @@ Deno.test("config: key and key_file are accepted on the server", () => {
     SPEC_SERVER.replace("[server]", `[server]\nkey = "${KEY}"`),
     "s.toml",
   );
-  assert.equal(inline.key[1], 0x43);
+  assert.equal(inline.peers[0].key[1], 0x43);
   const fromFile = parseServerConfig(
     SPEC_SERVER.replace("[server]", `[server]\nkey_file = "keys/k.hex"`),
     "/etc/tuxburst/server.toml",
@@ -93,7 +93,7 @@ Deno.test("config: key and key_file are accepted on the server", () => {
       return `${KEY}\n`;
     },
   );
-  assert.equal(fromFile.key[1], 0x43);
+  assert.equal(fromFile.peers[0].key[1], 0x43);
 });
 
 Deno.test("config: optional keys have defaults; routes are optional", () => {
@@ -247,7 +247,7 @@ Deno.test("config: loadConfig reads files, finds server.key beside the config an
     await assert.rejects(loadConfig(`${dir}/server.toml`, "server"), /no key/);
     await Deno.writeTextFile(`${dir}/server.key`, `${KEY}\n`, { mode: 0o600 });
     const s = await loadConfig(`${dir}/server.toml`, "server");
-    assert.equal(s.key[0], 0x55);
+    assert.equal(s.peers[0].key[0], 0x55);
 
     await Deno.writeTextFile(`${dir}/client.key`, `${KEY}\n`);
     await Deno.chmod(`${dir}/client.key`, 0o644);
@@ -464,4 +464,146 @@ Deno.test("config: IPv6 mistakes name their key", () => {
   );
   assert.equal(server.listen.key, "[::]:40000");
   assert.deepEqual(server.common.tunAddress6, { address: "fd99::1", prefixLength: 64 });
+});
+
+const KEY2 = "0123ABCD".repeat(8);
+const KEY3 = "89ABCDEF".repeat(8);
+
+/** A server config with `[[server.peers]]` blocks; `common` replaces the tunnel address. */
+function peersConfig(peers: string[], tunAddr = "10.99.0.1/24", server = ""): string {
+  return `[common]\ntun_addr = "${tunAddr}"\n[server]\nlisten = "0.0.0.0:40000"\n${server}\n` +
+    peers.map((peer) => `[[server.peers]]\n${peer}\n`).join("");
+}
+
+const LAPTOP = `name = "laptop"\nkey = "${KEY}"\ntun_addr = "10.99.0.2"`;
+const PHONE = `name = "phone"\nkey = "${KEY2}"\ntun_addr = "10.99.0.3/32"\ntun_addr6 = "FD99:0::3"`;
+
+Deno.test("config: [[server.peers]] gives each peer its name, key and tunnel addresses", () => {
+  const s = parseServerConfig(
+    peersConfig([
+      LAPTOP,
+      `name = "phone"\nkey_file = "keys/phone.key"\ntun_addr = "10.99.0.3/32"\ntun_addr6 = "FD99:0::3"`,
+    ]),
+    "/etc/tuxburst/server.toml",
+    undefined,
+    (path) => {
+      assert.equal(path, "/etc/tuxburst/keys/phone.key");
+      return `${KEY2}\n`;
+    },
+  );
+  assert.deepEqual(
+    s.peers.map((p) => [p.name, p.key[0], p.tunAddress, p.tunAddress6]),
+    [["laptop", 0x55, "10.99.0.2", undefined], ["phone", 0x01, "10.99.0.3", "fd99::3"]],
+  );
+});
+
+Deno.test("config: the one-key server config is one peer that takes every address", () => {
+  const s = parseServerConfig(
+    SPEC_SERVER.replace("[server]", `[server]\nkey = "${KEY}"`),
+    "s.toml",
+  );
+  assert.equal(s.peers.length, 1);
+  assert.equal(s.peers[0].name, "client");
+  assert.equal(s.peers[0].tunAddress, undefined);
+});
+
+Deno.test("config: peer errors are one line naming the peer's key", () => {
+  const cases: Array<[string, RegExp]> = [
+    [
+      peersConfig([LAPTOP], "10.99.0.1/24", `key = "${KEY3}"`),
+      /^server\.toml: server\.peers: set either server\.key \/ key_file \(one client\) or \[\[server\.peers\]\]/,
+    ],
+    [
+      peersConfig([LAPTOP], "10.99.0.1/24", `key_file = "x.key"`),
+      /^server\.toml: server\.peers: set either/,
+    ],
+    [
+      peersConfig([LAPTOP, LAPTOP.replace(KEY, KEY2).replace("0.2", "0.3")]),
+      /^server\.toml: server\.peers\[2\]\.name: the same name as peer "laptop" \(server\.peers\[1\]\)/,
+    ],
+    [
+      peersConfig([LAPTOP, PHONE.replace(KEY2, KEY.toLowerCase())]),
+      /^server\.toml: server\.peers\[2\]\.key: the same key as peer "laptop" \(server\.peers\[1\]\); every peer needs its own/,
+    ],
+    [
+      peersConfig([LAPTOP, PHONE.replace("10.99.0.3/32", "10.99.0.2")]),
+      /^server\.toml: server\.peers\[2\]\.tun_addr: the same tun_addr as peer "laptop"/,
+    ],
+    [
+      peersConfig([
+        PHONE,
+        PHONE.replace("phone", "tablet").replace(KEY2, KEY3).replace("0.3/32", "0.4"),
+      ]),
+      /^server\.toml: server\.peers\[2\]\.tun_addr6: the same tun_addr6 as peer "phone"/,
+    ],
+    [
+      peersConfig([LAPTOP.replace("10.99.0.2", "10.98.0.2")]),
+      /^server\.toml: server\.peers\[1\]\.tun_addr: 10\.98\.0\.2 is outside the tunnel subnet 10\.99\.0\.0\/24 \(common\.tun_addr\)$/,
+    ],
+    [
+      peersConfig([LAPTOP.replace("10.99.0.2", "10.99.0.1")]),
+      /server\.peers\[1\]\.tun_addr: 10\.99\.0\.1 is the server's own address/,
+    ],
+    [
+      peersConfig([LAPTOP.replace("10.99.0.2", "10.99.0.255")]),
+      /server\.peers\[1\]\.tun_addr: 10\.99\.0\.255 is the network or broadcast address/,
+    ],
+    [
+      peersConfig([LAPTOP.replace("10.99.0.2", "10.99.0.2/24")]),
+      /server\.peers\[1\]\.tun_addr: expected the client's tunnel address like "10\.99\.0\.2"/,
+    ],
+    [
+      peersConfig([PHONE.replace("FD99:0::3", "ff02::1")]),
+      /server\.peers\[1\]\.tun_addr6: expected the client's IPv6 tunnel address/,
+    ],
+    [
+      peersConfig([`name = "laptop"\ntun_addr = "10.99.0.2"`]),
+      /server\.peers\[1\]\.key: is required/,
+    ],
+    [
+      peersConfig([`key = "${KEY}"\ntun_addr = "10.99.0.2"`]),
+      /server\.peers\[1\]\.name: is required/,
+    ],
+    [
+      peersConfig([LAPTOP.replace('"laptop"', '"my laptop"')]),
+      /server\.peers\[1\]\.name: "my laptop": use 1-32 letters/,
+    ],
+    [peersConfig([`name = "laptop"\nkey = "${KEY}"`]), /server\.peers\[1\]\.tun_addr: is required/],
+    [
+      peersConfig([`${LAPTOP}\ntun_adr = "x"`]),
+      /server\.peers\[1\]\.tun_adr: unknown key; did you mean "tun_addr"\?/,
+    ],
+    [peersConfig([LAPTOP.replace(KEY, "abc")]), /server\.peers\[1\]\.key: must be 64 hex digits/],
+    [
+      `[common]\ntun_addr = "10.99.0.1/24"\n[server]\nlisten = "0.0.0.0:40000"\npeers = []\n`,
+      /server\.toml: server\.peers: list at least one \[\[server\.peers\]\]/,
+    ],
+    [
+      `[common]\ntun_addr = "10.99.0.1/24"\n[server]\nlisten = "0.0.0.0:40000"\npeers = "laptop"\n`,
+      /server\.toml: server\.peers: must be a list of \[\[server\.peers\]\] sections/,
+    ],
+  ];
+  for (const [text, expected] of cases) assert.match(serverError(text), expected, text);
+});
+
+Deno.test("config: a peer's key_file with another peer's key names key_file", () => {
+  const text = peersConfig([
+    LAPTOP,
+    `name = "phone"\nkey_file = "phone.key"\ntun_addr = "10.99.0.3"`,
+  ]);
+  try {
+    parseServerConfig(text, "server.toml", undefined, () => KEY.toLowerCase());
+    assert.fail("no error");
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    assert.match(
+      error.message,
+      /^server\.toml: server\.peers\[2\]\.key_file: the same key as peer "laptop"/,
+    );
+  }
+});
+
+Deno.test("config: with [[server.peers]], a server.key beside the config is not used", () => {
+  const s = parseServerConfig(peersConfig([LAPTOP]), "server.toml", `${KEY3}\n`, noFiles);
+  assert.deepEqual(s.peers.map((p) => p.name), ["laptop"]);
 });

@@ -155,15 +155,21 @@ export class FakeNetwork {
     return socket;
   }
 
-  /** Moves `socket` to `address` (same port), as when its interface's address changes. */
-  rebind(socket: FakeSocket, address: string): void {
-    this.unbind(socket);
-    socket.address = new Endpoint(address, socket.address.port);
-    this.#bound.set(socket.address.key, socket);
-  }
-
   unbind(socket: FakeSocket): void {
     if (this.#bound.get(socket.address.key) === socket) this.#bound.delete(socket.address.key);
+  }
+
+  /**
+   * Moves `socket` to another address (by default keeping its port), as when
+   * its interface's address changes, or as a roaming client (or a NAT's new
+   * mapping) looks.
+   */
+  rebind(socket: FakeSocket, address: string, port = socket.address.port): void {
+    const endpoint = new Endpoint(address, port);
+    if (this.#bound.has(endpoint.key)) throw new UserError(`${endpoint.key} is already in use`);
+    this.unbind(socket);
+    socket.address = endpoint;
+    this.#bound.set(endpoint.key, socket);
   }
 
   /** Delivers as if sent by `from` (no impairment): the attacker's injection. */
