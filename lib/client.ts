@@ -9,6 +9,7 @@ import { deriveSessionCiphers, HandshakeMac, randomBytes, randomSessionId } from
 import type { Endpoint } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import type { UdpSocket } from "./io.ts";
+import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
 import type { Destination, Role } from "./tunnel.ts";
@@ -58,7 +59,10 @@ export interface Uplink {
   openedAt: number;
   /** Whether its silence was already logged (as "never reached" or "down"). */
   silenceReported: boolean;
+  /** Smoothed probe RTT (the same as `stats.rttMs`). */
   rttMs?: number;
+  /** Its health for `tuxburst status`; survives the socket being reopened. */
+  readonly stats: LinkStats;
 }
 
 interface PendingHandshake {
@@ -67,7 +71,7 @@ interface PendingHandshake {
   claimed: boolean;
 }
 
-export class ClientRole implements Role {
+export class ClientRole implements Role, StatusSource {
   readonly uplinks: Uplink[];
   readonly #options: ClientOptions;
   readonly #mac: HandshakeMac;
@@ -94,6 +98,7 @@ export class ClientRole implements Role {
       retryAt: 0,
       openedAt: 0,
       silenceReported: false,
+      stats: new LinkStats(),
     }));
   }
 
@@ -143,11 +148,12 @@ export class ClientRole implements Role {
     return { session, paths: () => this.#paths() };
   }
 
-  heard(_session: Session, socket: UdpSocket, _from: Endpoint, now: number): void {
+  heard(_session: Session, socket: UdpSocket, _from: Endpoint, now: number, data = false): void {
     this.#lastHeard = now;
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
     uplink.lastHeard = now;
+    uplink.stats.heard(now, data);
     if (!uplink.up) {
       uplink.up = true;
       uplink.silenceReported = false;
@@ -156,12 +162,31 @@ export class ClientRole implements Role {
     }
   }
 
+  received(_session: Session, socket: UdpSocket, _from: Endpoint, bytes: number): void {
+    for (const uplink of this.uplinks) {
+      if (uplink.socket === socket) return uplink.stats.received(bytes);
+    }
+  }
+
   probeAnswered(socket: UdpSocket, body: ProbeBody, now: number): void {
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
-    const rtt = now - body.sentAt;
-    if (rtt < 0 || rtt > 60_000) return;
-    uplink.rttMs = uplink.rttMs === undefined ? rtt : uplink.rttMs * 0.875 + rtt * 0.125;
+    if (uplink.stats.probeAnswered(body.seq, body.sentAt, now)) uplink.rttMs = uplink.stats.rttMs;
+  }
+
+  /** One peer, the server, with one link per configured uplink. */
+  peerStatus(now: number): PeerStatus[] {
+    const session = this.#current;
+    return [{
+      name: "server",
+      address: this.#options.server.key,
+      session: session ? { id: session.id, ageSeconds: (now - session.createdAt) / 1000 } : null,
+      links: withFirstShare(this.uplinks.map((uplink) => ({
+        name: uplink.name,
+        up: uplink.up,
+        ...uplink.stats.snapshot(now),
+      }))),
+    }];
   }
 
   async control(
@@ -283,7 +308,7 @@ export class ClientRole implements Role {
     try {
       const socket = this.#options.openUplink(uplink.name);
       uplink.socket = socket;
-      uplink.path = { socket, endpoint: this.#options.server };
+      uplink.path = { socket, endpoint: this.#options.server, stats: uplink.stats };
       uplink.problem = undefined;
       uplink.openedAt = now;
       uplink.silenceReported = false;
@@ -392,15 +417,18 @@ export class ClientRole implements Role {
     if (!session) return;
     // Each uplink gets its own probe (own counter), so each reply measures that link.
     await Promise.all(
-      this.#paths().map((path) =>
-        this.#options.transport.sealAndSend(
+      this.uplinks.map((uplink) => {
+        if (!uplink.path) return;
+        const seq = this.#probeSeq++;
+        uplink.stats.probeSent(seq, now);
+        return this.#options.transport.sealAndSend(
           session,
           MessageType.Probe,
-          encodeProbe({ seq: this.#probeSeq++, sentAt: now }),
-          [path],
+          encodeProbe({ seq, sentAt: now }),
+          [uplink.path],
           this.#onSendError,
-        )
-      ),
+        );
+      }),
     );
   }
 }

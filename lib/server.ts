@@ -9,6 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { deriveSessionCiphers, HandshakeMac, randomBytes } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { UdpSocket } from "./io.ts";
+import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
 import { TokenBucket } from "./rate_limit.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
@@ -48,6 +49,7 @@ export interface ServerOptions {
 /** One client address the server sends to. */
 export interface ServerPath extends Path {
   lastHeard: number;
+  readonly stats: LinkStats;
 }
 
 interface SessionRecord {
@@ -68,7 +70,25 @@ class PeerState {
   constructor(readonly name: string, readonly psk: Uint8Array, readonly mac: HandshakeMac) {}
 }
 
-export class ServerRole implements Role {
+/** One peer for `tuxburst status`: its session and every address it is sent to. */
+function peerStatusOf(peer: PeerState, now: number): PeerStatus {
+  const session = peer.current;
+  return {
+    name: peer.name,
+    address: null,
+    session: session ? { id: session.id, ageSeconds: (now - session.createdAt) / 1000 } : null,
+    // A remembered path is used (sent to) until path_timeout: that is "up" from here.
+    links: withFirstShare(
+      [...peer.paths.values()].map((path) => ({
+        name: path.endpoint.key,
+        up: true,
+        ...path.stats.snapshot(now),
+      })),
+    ),
+  };
+}
+
+export class ServerRole implements Role, StatusSource {
   readonly #options: ServerOptions;
   readonly #peer: PeerState;
   readonly #records = new Map<number, SessionRecord>();
@@ -105,20 +125,33 @@ export class ServerRole implements Role {
     return { session: peer.current, paths: () => peer.paths.values() };
   }
 
-  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
+  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number, data = false): void {
     const peer = this.#peer;
     if (!session.confirmed) this.#confirm(peer, session, now);
     const path = peer.paths.get(from.key);
     if (path) {
       path.lastHeard = now;
+      path.stats.heard(now, data);
     } else if (session === peer.current) {
       // Only the newest session teaches addresses: an old one may come from a dead process.
-      peer.paths.set(from.key, { socket, endpoint: from, lastHeard: now });
+      const stats = new LinkStats();
+      stats.heard(now, data);
+      peer.paths.set(from.key, { socket, endpoint: from, lastHeard: now, stats });
       log.info("client path {address} learned ({count} in use)", {
         address: from.key,
         count: peer.paths.size,
       });
     }
+  }
+
+  received(_session: Session, _socket: UdpSocket, from: Endpoint, bytes: number): void {
+    // Only remembered addresses are counted: unknown senders must not grow any table.
+    this.#peer.paths.get(from.key)?.stats.received(bytes);
+  }
+
+  /** Every peer with its paths (today one peer, "client"). */
+  peerStatus(now: number): PeerStatus[] {
+    return [peerStatusOf(this.#peer, now)];
   }
 
   probeAnswered(): void {

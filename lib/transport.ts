@@ -7,6 +7,7 @@
 import { type CipherFactory, WebCryptoCipher } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { UdpSocket } from "./io.ts";
+import type { LinkStats } from "./link_stats.ts";
 import type { Session } from "./session.ts";
 import { TRANSPORT_HEADER_SIZE, type TransportHeader, writeTransportHeader } from "./wire.ts";
 
@@ -14,6 +15,8 @@ import { TRANSPORT_HEADER_SIZE, type TransportHeader, writeTransportHeader } fro
 export interface Path {
   readonly socket: UdpSocket;
   readonly endpoint: Endpoint;
+  /** Where this path's sent bytes are counted, for `tuxburst status`. */
+  readonly stats?: LinkStats;
 }
 
 /** Event counts since start; every silent drop has one. */
@@ -90,6 +93,11 @@ export class Transport {
     const error = path.socket.send(datagram, path.endpoint);
     if (error === null) {
       this.counters.datagramsSent++;
+      const stats = path.stats;
+      if (stats) {
+        stats.txBytes += datagram.length;
+        stats.txDatagrams++;
+      }
     } else {
       this.counters.sendErrors++;
       onError?.(path, error);

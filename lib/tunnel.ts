@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Endpoint } from "./endpoint.ts";
 import type { Clock, Reactor, Tun, UdpSocket, Waitable } from "./io.ts";
 import type { Session } from "./session.ts";
@@ -29,6 +30,8 @@ const BURSTS_PER_WAKEUP = 4;
 /** Room for any datagram, whatever the MTU. */
 const RECEIVE_BUFFER_SIZE = 65536;
 
+const log = getLogger(["tuxburst", "tunnel"]);
+
 /** Where an outbound packet goes. */
 export interface Destination {
   session: Session;
@@ -44,8 +47,16 @@ export interface Role {
   session(id: number): Session | undefined;
   /** Where a packet read from the TUN goes; `undefined` drops it (no session yet). */
   destination(packet: Uint8Array): Destination | undefined;
-  /** An authenticated, first-copy transport message of `session` arrived on this path. */
-  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void;
+  /**
+   * An authenticated, first-copy transport message of `session` arrived on
+   * this path; `data` when it carried an IP packet (not a probe).
+   */
+  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number, data: boolean): void;
+  /**
+   * Any transport datagram of a known session arrived on this path, first
+   * copy or not, before authentication (for per-link byte counts). Per packet: keep it cheap.
+   */
+  received?(session: Session, socket: UdpSocket, from: Endpoint, bytes: number): void;
   /** A probe of ours came back on this path. */
   probeAnswered(socket: UdpSocket, body: ProbeBody, now: number): void;
   /**
@@ -85,11 +96,21 @@ export class Tunnel {
   readonly #transport: Transport;
   readonly #role: Role;
   readonly #buffers: Uint8Array[];
+  /** Per-packet debug logs; a plain boolean so that, when off, no message is ever built. */
+  readonly #debug: boolean;
   #stopped = false;
 
   constructor(
-    options: { tun: Tun; reactor: Reactor; clock: Clock; transport: Transport; role: Role },
+    options: {
+      tun: Tun;
+      reactor: Reactor;
+      clock: Clock;
+      transport: Transport;
+      role: Role;
+      debug?: boolean;
+    },
   ) {
+    this.#debug = options.debug ?? false;
     this.#tun = options.tun;
     this.#reactor = options.reactor;
     this.#clock = options.clock;
@@ -141,6 +162,7 @@ export class Tunnel {
         const destination = this.#role.destination(packet);
         if (!destination) {
           this.#transport.counters.noRoute++; // no session yet: TCP will retry
+          if (this.#debug) log.debug("outbound packet dropped: no session or path yet");
           continue;
         }
         this.#transport.counters.outboundPackets++;
@@ -179,8 +201,12 @@ export class Tunnel {
             );
             continue;
           }
+          this.#role.received?.(session, socket, received.from, received.length);
           if (!session.window.check(header.counter)) {
             this.#transport.counters.duplicates++; // a later copy: the first was delivered
+            if (this.#debug) {
+              this.#logDrop("later copy or replay", session, header, socket, received.from);
+            }
             continue;
           }
           candidates.push({ datagram, header, session, socket, from: received.from });
@@ -222,10 +248,12 @@ export class Tunnel {
         const plaintext = opened[i];
         if (plaintext === null) {
           this.#transport.counters.badAuth++; // forged, corrupted or another key
+          if (this.#debug) this.#logCandidate("authentication failed", candidate);
           continue;
         }
         if (!candidate.session.window.accept(candidate.header.counter)) {
           this.#transport.counters.duplicates++;
+          if (this.#debug) this.#logCandidate("later copy or replay", candidate);
           continue;
         }
         const reply = this.#deliver(candidate, plaintext, now);
@@ -235,6 +263,7 @@ export class Tunnel {
       pending = later.filter((c) => {
         if (c.session.window.check(c.header.counter)) return true; // its twin failed: try this copy
         this.#transport.counters.duplicates++;
+        if (this.#debug) this.#logCandidate("later copy in the same burst", c);
         return false;
       });
     }
@@ -242,11 +271,24 @@ export class Tunnel {
 
   #deliver(candidate: Candidate, plaintext: Uint8Array, now: number): Promise<void> | undefined {
     const { session, socket, from } = candidate;
-    this.#role.heard(session, socket, from, now);
+    const data = candidate.header.type === MessageType.Data;
+    this.#role.heard(session, socket, from, now, data);
+    if (this.#debug) {
+      log.debug("inbound {session}:{counter} type {type}: first copy, via {socket} from {from}", {
+        session: session.id,
+        counter: candidate.header.counter,
+        type: candidate.header.type,
+        socket: socket.label,
+        from: from.key,
+      });
+    }
     switch (candidate.header.type) {
       case MessageType.Data:
         this.#transport.counters.inboundPackets++;
-        if (!this.#tun.write(plaintext)) this.#transport.counters.tunWriteErrors++;
+        if (!this.#tun.write(plaintext)) {
+          this.#transport.counters.tunWriteErrors++;
+          if (this.#debug) log.debug("inbound packet dropped: the TUN refused it");
+        }
         return undefined;
       case MessageType.Probe:
         // Answer on the path it came from only: the client measures each link.
@@ -259,5 +301,25 @@ export class Tunnel {
         return undefined;
       }
     }
+  }
+
+  #logCandidate(reason: string, candidate: Candidate): void {
+    this.#logDrop(reason, candidate.session, candidate.header, candidate.socket, candidate.from);
+  }
+
+  #logDrop(
+    reason: string,
+    session: Session,
+    header: TransportHeader,
+    socket: UdpSocket,
+    from: Endpoint,
+  ): void {
+    log.debug("inbound {session}:{counter} dropped via {socket} from {from}: {reason}", {
+      session: session.id,
+      counter: header.counter,
+      socket: socket.label,
+      from: from.key,
+      reason,
+    });
   }
 }
