@@ -274,10 +274,10 @@ export class Tunnel {
     const data = candidate.header.type === MessageType.Data;
     this.#role.heard(session, socket, from, now, data);
     if (this.#debug) {
-      log.debug("inbound {session}:{counter} type {type}: first copy, via {socket} from {from}", {
+      log.debug("inbound {session}:{counter} {kind}: first copy, via {socket} from {from}", {
         session: session.id,
         counter: candidate.header.counter,
-        type: candidate.header.type,
+        kind: data ? "data" : candidate.header.type === MessageType.Probe ? "probe" : "probe reply",
         socket: socket.label,
         from: from.key,
       });
