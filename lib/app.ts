@@ -132,10 +132,12 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
 
 /** Starts the server: the listening socket, TUN, NAT if configured, then the loop. */
 export async function startServer(config: ServerConfig, platform: Platform): Promise<Running> {
-  const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
   const transport = new Transport(platform.makeCipher);
-  return await withCleanup([() => socket.close()], async (undo) => {
+  return await withCleanup([], async (undo) => {
+    // Before the UDP port: a second server with the same tun_name gets the clear message.
     const control = await startControl(platform, config.common, undo);
+    const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
+    undo.push(() => socket.close());
     const role = await ServerRole.create({
       socket,
       psk: config.key,

@@ -26,6 +26,9 @@ export const FIRST_WINDOW_MS = 10_000;
 const FIRST_BUCKET_MS = 1000;
 /** Weight of a new RTT sample, as TCP's SRTT (RFC 6298): 1/8. */
 const RTT_GAIN = 0.125;
+/** A link is down after this many missed probe intervals, but never sooner than `MIN_DOWN_MS`. */
+const MISSED_PROBES_DOWN = 3;
+const MIN_DOWN_MS = 3000;
 
 /** What `tuxburst status` shows of one link (a client uplink or a server path). */
 export interface LinkSnapshot {
@@ -102,6 +105,10 @@ export class LinkStats {
   #srtt?: number;
   #lastRtt?: number;
   #probesSent = 0;
+  #lastProbeHeard = -Infinity;
+  /** How often the peer's probes arrive here; undefined until two gaps were seen. */
+  #probeGapMs?: number;
+  #probeGaps = 0;
   #probesAnswered = 0;
   readonly #probes: ProbeRecord[] = [];
   readonly #first = new RecentCounter();
@@ -115,7 +122,7 @@ export class LinkStats {
   /** An authenticated first copy arrived here; `data` when it carried an IP packet. */
   heard(now: number, data: boolean): void {
     this.lastHeard = now;
-    if (!data) return; // probes travel one link only: they would skew the race
+    if (!data) return this.#probeHeard(now); // probes travel one link only: they would skew the race
     this.firstPackets++;
     this.#first.add(now);
   }
@@ -140,6 +147,29 @@ export class LinkStats {
     this.#lastRtt = rtt;
     this.#srtt = this.#srtt === undefined ? rtt : this.#srtt + RTT_GAIN * (rtt - this.#srtt);
     return true;
+  }
+
+  /**
+   * For the side that is probed (the server): whether the peer's probes
+   * stopped coming, i.e. nothing was heard for 3 of their intervals (at
+   * least 3 s), the client's own rule for calling an uplink down.
+   */
+  peerProbesMissed(now: number): boolean {
+    if (this.#probeGapMs === undefined || this.#probeGaps < 2) return false;
+    return now - this.lastHeard > Math.max(MIN_DOWN_MS, MISSED_PROBES_DOWN * this.#probeGapMs);
+  }
+
+  #probeHeard(now: number): void {
+    if (Number.isFinite(this.#lastProbeHeard)) {
+      const gap = now - this.#lastProbeHeard;
+      // Rises at once to a longer interval, forgets it slowly: an extra probe (a new
+      // uplink makes the client probe at once) must not make an idle link look down.
+      this.#probeGapMs = this.#probeGapMs === undefined
+        ? gap
+        : Math.max(gap, this.#probeGapMs + RTT_GAIN * (gap - this.#probeGapMs));
+      this.#probeGaps++;
+    }
+    this.#lastProbeHeard = now;
   }
 
   /** The smoothed RTT, once a probe was answered. */

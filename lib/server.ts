@@ -77,11 +77,11 @@ function peerStatusOf(peer: PeerState, now: number): PeerStatus {
     name: peer.name,
     address: null,
     session: session ? { id: session.id, ageSeconds: (now - session.createdAt) / 1000 } : null,
-    // A remembered path is used (sent to) until path_timeout: that is "up" from here.
+    // A path is sent to until path_timeout, but is down once the client's probes stop.
     links: withFirstShare(
       [...peer.paths.values()].map((path) => ({
         name: path.endpoint.key,
-        up: true,
+        up: !path.stats.peerProbesMissed(now),
         ...path.stats.snapshot(now),
       })),
     ),

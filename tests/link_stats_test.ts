@@ -122,3 +122,20 @@ Deno.test("first share: each link's part of the recent first arrivals, a dead li
   const idle = withFirstShare([link("a", new LinkStats(), 0)]);
   assert.equal(idle[0].firstPercent, null, "no traffic: no share rather than 0 %");
 });
+
+Deno.test("link stats: the probed side calls a link down after 3 missed probe intervals", () => {
+  const stats = new LinkStats();
+  // Probes every 5 s, plus an extra one right after the first (a new uplink).
+  for (const at of [0, 300, 5300, 10_300]) stats.heard(at, false);
+  assert.equal(stats.peerProbesMissed(10_300 + 14_000), false, "idle between probes is not down");
+  assert.equal(stats.peerProbesMissed(10_300 + 15_001), true);
+  // Data keeps it up whatever the probes do.
+  stats.heard(30_000, true);
+  assert.equal(stats.peerProbesMissed(31_000), false);
+  // Fast probes: down after 3 s at the earliest.
+  const fast = new LinkStats();
+  for (const at of [0, 500, 1000, 1500]) fast.heard(at, false);
+  assert.equal(fast.peerProbesMissed(1500 + 2999), false);
+  assert.equal(fast.peerProbesMissed(1500 + 3001), true);
+  assert.equal(new LinkStats().peerProbesMissed(1e9), false, "no probes seen: no opinion");
+});
