@@ -102,6 +102,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
     psk: config.key,
     transport,
     openUplink,
+    clock: platform.clock,
   }, platform.clock.now());
   const restoreAll = () => restoreFilters.forEach((restore) => restore());
   return withCleanup([restoreAll, () => role.close()], async (undo) => {

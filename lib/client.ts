@@ -8,7 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { deriveSessionCiphers, HandshakeMac, randomBytes, randomSessionId } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
-import type { UdpSocket } from "./io.ts";
+import type { Clock, UdpSocket } from "./io.ts";
 import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
@@ -42,6 +42,11 @@ export interface ClientOptions {
   openUplink(name: string): UdpSocket;
   /** Wall-clock milliseconds, for handshake timestamps (must grow across restarts). */
   wallClock?: () => number;
+  /**
+   * The tunnel's clock, read when a probe leaves: the `now` a handshake
+   * answer arrived with is stale by the key derivation, which would add to the first RTT.
+   */
+  clock?: Clock;
 }
 
 /** One configured uplink and what we know of it. */
@@ -420,11 +425,12 @@ export class ClientRole implements Role, StatusSource {
       this.uplinks.map((uplink) => {
         if (!uplink.path) return;
         const seq = this.#probeSeq++;
-        uplink.stats.probeSent(seq, now);
+        const sentAt = this.#options.clock?.now() ?? now;
+        uplink.stats.probeSent(seq, sentAt);
         return this.#options.transport.sealAndSend(
           session,
           MessageType.Probe,
-          encodeProbe({ seq, sentAt: now }),
+          encodeProbe({ seq, sentAt }),
           [uplink.path],
           this.#onSendError,
         );

@@ -85,9 +85,7 @@ function linkRow(link: LinkStatus): string[] {
 
 function peerLines(peer: PeerStatus, role: StatusReport["role"]): string[] {
   const session = peer.session
-    ? `session ${peer.session.id.toString(16).padStart(8, "0")}, age ${
-      formatDuration(peer.session.ageSeconds)
-    }`
+    ? `session ${peer.session.id}, age ${formatDuration(peer.session.ageSeconds)}`
     : "no session";
   const title = role === "client"
     ? `server ${peer.address ?? peer.name}: ${session}`

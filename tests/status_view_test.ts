@@ -80,7 +80,7 @@ Deno.test("status view: the client table has one aligned row per uplink", () => 
   const text = renderStatus(CLIENT);
   const lines = text.trimEnd().split("\n");
   assert.equal(lines[0], "tuxburst client on tuxburst0 (pid 1234), up 2m05s");
-  assert.equal(lines[1], "server 10.0.3.2:40000: session 00001a2b, age 1m01s");
+  assert.equal(lines[1], "server 10.0.3.2:40000: session 6699, age 1m01s");
   assert.match(lines[2], /^ {2}UPLINK +STATE +RTT ms avg\/last +LOSS +FIRST +TX +RX +LAST HEARD$/);
   const rows = lines.slice(3, 6).map((line) => line.trim().split(/ {2,}/));
   assert.deepEqual(rows[0], [
@@ -133,7 +133,7 @@ Deno.test("status view: the server lists each peer with its paths, or says there
     counters: {},
   };
   const lines = renderStatus(server).split("\n");
-  assert.equal(lines[1], "peer client: session deadbeef, age 3s");
+  assert.equal(lines[1], "peer client: session 3735928559, age 3s");
   assert.match(lines[2], /^ {2}PATH +STATE/);
   assert.match(lines[3], /^ {2}10\.1\.1\.2:51000 +up +12\.3\/15\.0 +- +60 %/);
   assert.match(lines[4], /^ {2}10\.2\.2\.2:42000 +up/);
