@@ -11,7 +11,10 @@ import {
   runDir,
   selectSocket,
 } from "../lib/control.ts";
+import { startServer } from "../lib/app.ts";
+import { parseServerConfig } from "../lib/config.ts";
 import { UserError } from "../lib/errors.ts";
+import { FakeNetwork, fakePlatform } from "./fakes.ts";
 import type { StatusReport } from "../lib/link_stats.ts";
 import { CLEAR_SCREEN, showStatus } from "../lib/status_view.ts";
 
@@ -221,5 +224,52 @@ Deno.test("status: prints once; --watch redraws until stopped, and ends with one
     } finally {
       await server.close();
     }
+  });
+});
+
+function serverConfig() {
+  return parseServerConfig(
+    `[common]\ntun_name = "tbx"\ntun_addr = "10.99.0.1/30"\n[server]\nlisten = "203.0.113.1:40000"\nkey = "${
+      "5543E0FF".repeat(8)
+    }"\n`,
+    "server.toml",
+  );
+}
+
+Deno.test("control: a started tunnel answers on <dir>/<tun_name>.sock and removes it when it stops", async () => {
+  await withDir(async (dir) => {
+    const platform = { ...fakePlatform(new FakeNetwork()), controlDir: `${dir}/run` };
+    const running = await startServer(serverConfig(), platform);
+    const path = `${dir}/run/tbx.sock`;
+    try {
+      const answer = await request(path, { command: "status" });
+      assert.equal(answer.ok, true);
+      const status = answer.status as StatusReport;
+      assert.equal(status.role, "server");
+      assert.equal(status.tun, platform.tun.name);
+      assert.deepEqual(status.peers, [{ name: "client", address: null, session: null, links: [] }]);
+      assert.equal(status.counters.duplicates, 0);
+    } finally {
+      running.stop();
+      await running.done;
+    }
+    await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("control: a start that fails after the socket was made removes it", async () => {
+  await withDir(async (dir) => {
+    const platform = {
+      ...fakePlatform(new FakeNetwork()),
+      controlDir: dir,
+      openTun: () => {
+        socketWhenTunOpened = Deno.lstatSync(`${dir}/tbx.sock`).isSocket;
+        throw new UserError("cannot create TUN device tbx: busy");
+      },
+    };
+    let socketWhenTunOpened = false;
+    await assert.rejects(startServer(serverConfig(), platform), /cannot create TUN device/);
+    assert.ok(socketWhenTunOpened, "the control socket comes before the TUN device");
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing left in the run directory");
   });
 });
