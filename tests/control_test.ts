@@ -263,7 +263,7 @@ Deno.test("control: a start that fails after the socket was made removes it", as
       ...fakePlatform(new FakeNetwork()),
       controlDir: dir,
       openTun: () => {
-        socketWhenTunOpened = Deno.lstatSync(`${dir}/tbx.sock`).isSocket;
+        socketWhenTunOpened = Deno.lstatSync(`${dir}/tbx.sock`).isSocket === true;
         throw new UserError("cannot create TUN device tbx: busy");
       },
     };
