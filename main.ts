@@ -14,7 +14,9 @@ import { OpensslCipher } from "./ffi/openssl.ts";
 import { WebCryptoCipher } from "./lib/crypto.ts";
 import { type Platform, type Running, startClient, startServer } from "./lib/app.ts";
 import { type Command, parseCommand, UsageError } from "./lib/cli.ts";
-import { loadConfig } from "./lib/config.ts";
+import { loadConfig, readTunName } from "./lib/config.ts";
+import { runDir, selectSocket } from "./lib/control.ts";
+import { showStatus } from "./lib/status_view.ts";
 import { UserError } from "./lib/errors.ts";
 import { writeNewKey } from "./lib/keygen.ts";
 import { setupLogging } from "./lib/log.ts";
@@ -42,6 +44,7 @@ const kernel: Platform = {
   clock: { now: () => performance.now() },
   // libcrypto is 7x faster than WebCrypto here (README, "Crypto"); WebCrypto where it is missing.
   makeCipher: (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key),
+  controlDir: runDir(),
 };
 
 async function run(command: Command): Promise<number> {
@@ -55,6 +58,33 @@ async function run(command: Command): Promise<number> {
       console.log(hex);
       console.error(`wrote ${command.output} (mode 0600); put the same key in the client's config`);
       return 0;
+    }
+    case "status": {
+      const socket = await selectSocket({
+        dir: runDir(),
+        socket: command.socket,
+        tunName: command.config === undefined ? undefined : await readTunName(command.config),
+      });
+      const stop = new AbortController();
+      const abort = () => stop.abort();
+      Deno.addSignalListener("SIGINT", abort);
+      const encoder = new TextEncoder();
+      try {
+        return await showStatus({
+          socket,
+          json: command.json,
+          watch: command.watch,
+          signal: stop.signal,
+          write: (text) => {
+            const bytes = encoder.encode(text);
+            for (let offset = 0; offset < bytes.length;) {
+              offset += Deno.stdout.writeSync(bytes.subarray(offset));
+            }
+          },
+        });
+      } finally {
+        Deno.removeSignalListener("SIGINT", abort);
+      }
     }
     case "serve":
     case "connect": {

@@ -341,7 +341,9 @@ export class BenchNet implements AsyncDisposable {
       stdin: options.stdin === undefined ? "null" : "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      // Each side its own control-socket directory: the server and the client are both
+      // tuxburst0, and concurrent runs must not meet in /run/tuxburst.
+      env: { NO_COLOR: "1", TUXBURST_RUN_DIR: `${this.dir}/run/${side}` },
     }).spawn();
     const process = new BenchProcess(options.label ?? cmd[0], child, options.stdin);
     this.#processes.add(process);

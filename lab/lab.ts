@@ -746,6 +746,11 @@ export class Lab implements AsyncDisposable {
     return `${this.prefix}-${ns}`;
   }
 
+  /** Where tuxburst processes started in `ns` keep their control sockets. */
+  runDir(ns: NsName): string {
+    return `${this.dir}/run/${ns}`;
+  }
+
   /** Whether this lab has wire namespaces (`LabOptions.wires`). */
   get wires(): boolean {
     return this.#made.includes("wireA");
@@ -875,7 +880,10 @@ export class Lab implements AsyncDisposable {
       stdin: pipeStdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", ...options.env },
+      // Per namespace, so tunnels of concurrent labs (and a lab's client and server,
+      // both named tuxburst0) never meet in /run/tuxburst; `tuxburst status` run
+      // in the same namespace finds them there.
+      env: { NO_COLOR: "1", TUXBURST_RUN_DIR: this.runDir(ns), ...options.env },
     }).spawn();
     const label = options.label ?? cmd.slice(0, 3).map((word) => word.split("/").pop()).join(" ");
     const process = new LabProcess(

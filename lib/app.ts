@@ -8,11 +8,13 @@
 import { getLogger } from "@logtape/logtape";
 import { ClientRole } from "./client.ts";
 import { type ClientConfig, type CommonConfig, loadConfig, type ServerConfig } from "./config.ts";
+import { ControlServer, controlSocketPath } from "./control.ts";
 import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import type { InterfaceInfo } from "./interfaces.ts";
 import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
+import type { StatusReport, StatusSource } from "./link_stats.ts";
 import { type NatSpec, natTableName, tunnelSubnet } from "./nat.ts";
 import { ServerRole } from "./server.ts";
 import { type Counters, Transport } from "./transport.ts";
@@ -55,6 +57,11 @@ export interface Platform {
   clock: Clock;
   /** The packet cipher to use; WebCrypto when absent. */
   makeCipher?: CipherFactory;
+  /**
+   * Where the control socket `<tun_name>.sock` for `tuxburst status` goes
+   * (`/run/tuxburst`); none when absent (tests with fakes).
+   */
+  controlDir?: string;
 }
 
 /** A started tunnel: `done` settles when it has stopped and released everything. */
@@ -69,6 +76,8 @@ export interface Running {
    * config is logged as one line and the running one stays. Never throws.
    */
   reload?(): Promise<void>;
+  /** What `tuxburst status` shows. */
+  status(): StatusReport;
 }
 
 /** How often the drop counters are logged, when they changed. */
@@ -128,9 +137,11 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
     openUplink,
     listInterfaces: platform.listInterfaces,
     exclude: [config.common.tunName],
+    clock: platform.clock,
   }, platform.clock.now());
   const restoreAll = () => restoreFilters.forEach((restore) => restore());
-  return withCleanup([restoreAll, () => role.close()], (undo) => {
+  return withCleanup([restoreAll, () => role.close()], async (undo) => {
+    const control = await startControl(platform, config.common, undo);
     const tun = openTun(platform, config.common);
     undo.push(() => tun.close());
     if (config.routes) {
@@ -165,7 +176,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
       },
     );
     role.reportUplinks();
-    const running = run(tun, role, transport, platform);
+    const running = run(tun, role, transport, platform, { kind: "client", config, control });
     running.done.then(restoreAll, restoreAll);
     return running;
   });
@@ -173,9 +184,12 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
 
 /** Starts the server: the listening socket, TUN, NAT if configured, then the loop. */
 export async function startServer(config: ServerConfig, platform: Platform): Promise<Running> {
-  const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
   const transport = new Transport(platform.makeCipher);
-  return await withCleanup([() => socket.close()], async (undo) => {
+  return await withCleanup([], async (undo) => {
+    // Before the UDP port: a second server with the same tun_name gets the clear message.
+    const control = await startControl(platform, config.common, undo);
+    const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
+    undo.push(() => socket.close());
     const role = await ServerRole.create({
       socket,
       peers: config.peers,
@@ -206,7 +220,10 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
         ).join(", "),
       });
     }
-    const running = { ...run(tun, role, transport, platform), reload: reloader(config, role) };
+    const running = {
+      ...run(tun, role, transport, platform, { kind: "server", config, control }),
+      reload: reloader(config, role),
+    };
     if (!nat || !disableNat) return running;
     log.info(
       "NAT on: {subnet} masqueraded out of {uplink}, IP forwarding on (nftables table ip {table}, removed at exit)",
@@ -292,9 +309,64 @@ function openTun(platform: Platform, common: CommonConfig): Tun {
   });
 }
 
-function run(tun: Tun, role: Role, transport: Transport, platform: Platform): Running {
+/**
+ * Opens the control socket before anything else, so a second tunnel with the
+ * same `tun_name` stops with a clear message; `undo` removes it if the start fails.
+ */
+async function startControl(
+  platform: Platform,
+  common: CommonConfig,
+  undo: Array<() => void | Promise<void>>,
+): Promise<Control | undefined> {
+  if (platform.controlDir === undefined) return undefined;
+  const control: Control = { report: undefined };
+  control.server = await ControlServer.start(
+    controlSocketPath(platform.controlDir, common.tunName),
+    (request) => {
+      if (request.command !== "status") throw new Error(`unknown command "${request.command}"`);
+      if (!control.report) throw new Error("starting");
+      return { status: control.report() };
+    },
+  );
+  undo.push(() => control.server?.close());
+  return control;
+}
+
+/** The control socket and, once the tunnel runs, what it answers. */
+interface Control {
+  server?: ControlServer;
+  report?: () => StatusReport;
+}
+
+function run(
+  tun: Tun,
+  role: Role & StatusSource,
+  transport: Transport,
+  platform: Platform,
+  options: { kind: "client" | "server"; config: { common: CommonConfig }; control?: Control },
+): Running {
   const reactor = platform.createReactor();
-  const tunnel = new Tunnel({ tun, reactor, clock: platform.clock, transport, role });
+  const tunnel = new Tunnel({
+    tun,
+    reactor,
+    clock: platform.clock,
+    transport,
+    role,
+    debug: options.config.common.debug,
+  });
+  const startedAt = platform.clock.now();
+  const status = (): StatusReport => {
+    const now = platform.clock.now();
+    return {
+      role: options.kind,
+      tun: tun.name,
+      pid: Deno.pid,
+      uptimeSeconds: (now - startedAt) / 1000,
+      peers: role.peerStatus(now),
+      counters: { ...transport.counters },
+    };
+  };
+  if (options.control) options.control.report = status;
   let reported = "";
   const report = (final: boolean) => {
     const now = JSON.stringify(transport.counters);
@@ -310,8 +382,9 @@ function run(tun: Tun, role: Role, transport: Transport, platform: Platform): Ru
     tun.close();
     reactor.close();
     report(true);
+    return options.control?.server?.close();
   });
-  return { tunnel, role, counters: transport.counters, done, stop: () => tunnel.stop() };
+  return { tunnel, role, counters: transport.counters, done, stop: () => tunnel.stop(), status };
 }
 
 /** Runs `build`; if it throws, runs the undo steps (newest first) and rethrows. */

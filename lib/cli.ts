@@ -1,5 +1,5 @@
 /**
- * The command line: `gen-key`, `serve`, `connect`, `--help`, `--version`.
+ * The command line: `gen-key`, `serve`, `connect`, `status`, `--help`, `--version`.
  * Parsing only; `main.ts` runs what this returns.
  *
  * @module
@@ -19,7 +19,8 @@ export type Command =
   | { kind: "help"; text: string }
   | { kind: "version"; text: string }
   | { kind: "gen-key"; output: string; force: boolean }
-  | { kind: "serve" | "connect"; config: string; logFormat: LogFormat };
+  | { kind: "serve" | "connect"; config: string; logFormat: LogFormat }
+  | { kind: "status"; config?: string; socket?: string; json: boolean; watch: boolean };
 
 const MAIN_HELP = `tuxburst ${VERSION}: a VPN that sends every packet over all your uplinks at once
 
@@ -27,6 +28,7 @@ Usage:
   tuxburst gen-key [-o FILE] [--force]   make a key, print it, write it to server.key
   tuxburst serve   -c server.toml        run the server (on the VDS)
   tuxburst connect -c client.toml        run the client (on the laptop)
+  tuxburst status  [-c FILE] [--json] [--watch]   show each link's health
   tuxburst COMMAND --help                help on one command
   tuxburst --version
 
@@ -68,6 +70,22 @@ Options:
       --log-format FORMAT  text (default) or json, one record per line on stderr
   -h, --help               show this help
 `,
+  status: `Usage: tuxburst status [-c FILE | --socket PATH] [--json] [--watch]
+
+Shows a running client's uplinks or a running server's client paths: up or
+down, RTT (smoothed/last), probe loss, share of packets that arrived first
+there (last 10 s), bytes sent and received, when it was last heard; then the
+session and the drop counters. Asks the tunnel through its control socket
+/run/tuxburst/<tun_name>.sock (root only). Without -c or --socket, uses the
+only socket there.
+
+Options:
+  -c, --config FILE   the config of the tunnel to show (its tun_name picks the socket)
+      --socket PATH   the control socket to ask
+      --json          print the raw status as JSON (shape in README.md)
+  -w, --watch         redraw every second until Ctrl-C
+  -h, --help          show this help
+`,
 };
 
 /**
@@ -95,6 +113,14 @@ export function parseCommand(args: readonly string[]): Command {
       force: { type: "boolean", short: "f" },
       help: { type: "boolean", short: "h" },
     }
+    : name === "status"
+    ? {
+      config: { type: "string", short: "c" },
+      socket: { type: "string" },
+      json: { type: "boolean" },
+      watch: { type: "boolean", short: "w" },
+      help: { type: "boolean", short: "h" },
+    }
     : {
       config: { type: "string", short: "c" },
       "log-format": { type: "string" },
@@ -116,6 +142,18 @@ export function parseCommand(args: readonly string[]): Command {
     };
   }
   const config = values.config as string | undefined;
+  if (name === "status") {
+    if (config && values.socket) {
+      throw new UsageError("status: give either -c FILE or --socket PATH, not both");
+    }
+    return {
+      kind: "status",
+      config,
+      socket: values.socket as string | undefined,
+      json: !!values.json,
+      watch: !!values.watch,
+    };
+  }
   if (!config) throw new UsageError(`${name}: -c FILE is required; run "tuxburst ${name} --help"`);
   const logFormat = (values["log-format"] as string | undefined) ?? "text";
   if (logFormat !== "text" && logFormat !== "json") {

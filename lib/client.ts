@@ -11,7 +11,8 @@ import { deriveSessionCiphers, HandshakeMac, randomBytes, randomSessionId } from
 import type { Endpoint } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import { globMatch, type InterfaceInfo, isInterfacePattern } from "./interfaces.ts";
-import type { UdpSocket } from "./io.ts";
+import type { Clock, UdpSocket } from "./io.ts";
+import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
 import type { Destination, Role } from "./tunnel.ts";
@@ -63,6 +64,11 @@ export interface ClientOptions {
   listInterfaces?: () => readonly InterfaceInfo[];
   /** Never used as uplinks, even when a pattern matches (the tunnel's own TUN). */
   exclude?: readonly string[];
+  /**
+   * The tunnel's clock, read when a probe leaves: the `now` a handshake
+   * answer arrived with is stale by the key derivation, which would add to the first RTT.
+   */
+  clock?: Clock;
 }
 
 /** One configured uplink and what we know of it. */
@@ -83,6 +89,7 @@ export interface Uplink {
   openedAt: number;
   /** Whether its silence was already logged (as "never reached" or "down"). */
   silenceReported: boolean;
+  /** Smoothed probe RTT (the same as `stats.rttMs`). */
   rttMs?: number;
   /** The pattern it was found by; plain names have none and are never dropped. */
   pattern?: string;
@@ -90,6 +97,8 @@ export interface Uplink {
   index?: number;
   /** Up-ness and addresses when last checked, to notice a change. */
   state?: string;
+  /** Its health for `tuxburst status`; survives the socket being reopened. */
+  readonly stats: LinkStats;
 }
 
 interface PendingHandshake {
@@ -98,7 +107,7 @@ interface PendingHandshake {
   claimed: boolean;
 }
 
-export class ClientRole implements Role {
+export class ClientRole implements Role, StatusSource {
   readonly uplinks: Uplink[];
   readonly #options: ClientOptions;
   readonly #mac: HandshakeMac;
@@ -187,7 +196,7 @@ export class ClientRole implements Role {
     return true; // everything from the server: it is the gateway to the whole network
   }
 
-  heard(_session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
+  heard(_session: Session, socket: UdpSocket, from: Endpoint, now: number, data = false): void {
     this.#lastHeard = now;
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
@@ -203,6 +212,7 @@ export class ClientRole implements Role {
         });
       }
     }
+    uplink.stats.heard(now, data);
     if (!uplink.up) {
       uplink.up = true;
       uplink.silenceReported = false;
@@ -211,12 +221,31 @@ export class ClientRole implements Role {
     }
   }
 
+  received(_session: Session, socket: UdpSocket, _from: Endpoint, bytes: number): void {
+    for (const uplink of this.uplinks) {
+      if (uplink.socket === socket) return uplink.stats.received(bytes);
+    }
+  }
+
   probeAnswered(socket: UdpSocket, body: ProbeBody, now: number): void {
     const uplink = this.uplinks.find((u) => u.socket === socket);
     if (!uplink) return;
-    const rtt = now - body.sentAt;
-    if (rtt < 0 || rtt > 60_000) return;
-    uplink.rttMs = uplink.rttMs === undefined ? rtt : uplink.rttMs * 0.875 + rtt * 0.125;
+    if (uplink.stats.probeAnswered(body.seq, body.sentAt, now)) uplink.rttMs = uplink.stats.rttMs;
+  }
+
+  /** One peer, the server, with one link per configured uplink. */
+  peerStatus(now: number): PeerStatus[] {
+    const session = this.#current;
+    return [{
+      name: "server",
+      address: this.#options.server.key,
+      session: session ? { id: session.id, ageSeconds: (now - session.createdAt) / 1000 } : null,
+      links: withFirstShare(this.uplinks.map((uplink) => ({
+        name: uplink.name,
+        up: uplink.up,
+        ...uplink.stats.snapshot(now),
+      }))),
+    }];
   }
 
   async control(
@@ -355,7 +384,11 @@ export class ClientRole implements Role {
       uplink.socket = socket;
       uplink.index = info?.index;
       uplink.state = info && interfaceState(info);
-      uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+      uplink.paths = this.#targets(info).map((endpoint) => ({
+        socket,
+        endpoint,
+        stats: uplink.stats,
+      }));
       uplink.active = undefined;
       uplink.problem = undefined;
       uplink.openedAt = now;
@@ -492,7 +525,11 @@ export class ClientRole implements Role {
         uplink.problem = undefined;
         // Its families may have changed (an IPv6 address came or went): choose server addresses again.
         const socket = uplink.socket;
-        uplink.paths = this.#targets(info).map((endpoint) => ({ socket, endpoint }));
+        uplink.paths = this.#targets(info).map((endpoint) => ({
+          socket,
+          endpoint,
+          stats: uplink.stats,
+        }));
         uplink.active = undefined;
         this.#pathChanged(now);
       }
@@ -596,17 +633,23 @@ export class ClientRole implements Role {
     this.#nextProbeAt = now + this.#options.keepaliveMs;
     const session = this.#current;
     if (!session) return;
-    // Each uplink gets its own probe (own counter), so each reply measures that link.
+    // Each uplink gets its own probe (own counter), so each reply measures that link; until
+    // the server answered over one of its addresses, the probe goes to each of them.
     await Promise.all(
-      this.#paths().map((path) =>
-        this.#options.transport.sealAndSend(
+      this.uplinks.map((uplink) => {
+        const paths = uplink.active ? [uplink.active] : uplink.paths;
+        if (paths.length === 0) return;
+        const seq = this.#probeSeq++;
+        const sentAt = this.#options.clock?.now() ?? now;
+        uplink.stats.probeSent(seq, sentAt);
+        return this.#options.transport.sealAndSend(
           session,
           MessageType.Probe,
-          encodeProbe({ seq: this.#probeSeq++, sentAt: now }),
-          [path],
+          encodeProbe({ seq, sentAt }),
+          paths,
           this.#onSendError,
-        )
-      ),
+        );
+      }),
     );
   }
 }
@@ -620,6 +663,7 @@ function newUplink(name: string): Uplink {
     retryAt: 0,
     openedAt: 0,
     silenceReported: false,
+    stats: new LinkStats(),
   };
 }
 

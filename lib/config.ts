@@ -128,6 +128,32 @@ export async function loadConfig(file: string, role: Role): Promise<ClientConfig
     : parseServerConfig(text, file, await readKeyFileNear(file, text));
 }
 
+/**
+ * Only `common.tun_name` of a client or server config (what `tuxburst status
+ * -c` needs to find the control socket), without checking the rest.
+ */
+export async function readTunName(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    throw new ConfigError(file, "", `cannot read the config file: ${describeFsError(error)}`);
+  }
+  let root: Table;
+  try {
+    root = parseToml(text) as Table;
+  } catch (error) {
+    if (!(error instanceof TomlError)) throw error;
+    throw new ConfigError(file, "", `not valid TOML at line ${error.line}, column ${error.column}`);
+  }
+  const common = root.common as Table | undefined;
+  const name = typeof common === "object" && common !== null ? common.tun_name : undefined;
+  if (name === undefined) return DEFAULTS.tunName;
+  const problem = typeof name === "string" ? interfaceNameProblem(name) : "expected a string";
+  if (problem) throw new ConfigError(file, "common.tun_name", problem);
+  return name as string;
+}
+
 /** Parses a client config from text; `file` is used in error messages and for `key_file`. */
 export function parseClientConfig(
   text: string,

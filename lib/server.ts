@@ -14,6 +14,7 @@ import type { PeerConfig } from "./config.ts";
 import { type Endpoint, parseIpv4 } from "./endpoint.ts";
 import { type AddressKey, destinationOf, sourceOf } from "./ip_header.ts";
 import type { UdpSocket } from "./io.ts";
+import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
 import { TokenBucket } from "./rate_limit.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
@@ -55,10 +56,11 @@ export interface ServerOptions {
 /** One peer address the server sends to. */
 export interface ServerPath extends Path {
   lastHeard: number;
+  readonly stats: LinkStats;
 }
 
 /** What tests and logs see of a peer. */
-export interface PeerStatus {
+export interface PeerPaths {
   name: string;
   /** The peer's confirmed session, if any. */
   session?: number;
@@ -91,7 +93,25 @@ interface SessionRecord {
   response?: Uint8Array;
 }
 
-export class ServerRole implements Role {
+/** One peer for `tuxburst status`: its session and every address it is sent to. */
+function peerStatusOf(peer: PeerState, now: number): PeerStatus {
+  const session = peer.current;
+  return {
+    name: peer.name,
+    address: null,
+    session: session ? { id: session.id, ageSeconds: (now - session.createdAt) / 1000 } : null,
+    // A path is sent to until path_timeout, but is down once the client's probes stop.
+    links: withFirstShare(
+      [...peer.paths.values()].map((path) => ({
+        name: path.endpoint.key,
+        up: !path.stats.peerProbesMissed(now),
+        ...path.stats.snapshot(now),
+      })),
+    ),
+  };
+}
+
+export class ServerRole implements Role, StatusSource {
   readonly #options: ServerOptions;
   /** By name, in config order (the order unknown-session answers go out). */
   #peers = new Map<string, PeerState>();
@@ -125,7 +145,7 @@ export class ServerRole implements Role {
   }
 
   /** The peers, in config order. */
-  get peers(): readonly PeerStatus[] {
+  get peers(): readonly PeerPaths[] {
     return [...this.#peers.values()].map((peer) => ({
       name: peer.name,
       session: peer.current?.id,
@@ -221,22 +241,35 @@ export class ServerRole implements Role {
     return source !== undefined && this.#routes.get(source) === peer;
   }
 
-  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void {
+  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number, data = false): void {
     const peer = this.#owners.get(session);
     if (!peer || peer.removed) return;
     if (!session.confirmed) this.#confirm(peer, session, now);
     const path = peer.paths.get(from.key);
     if (path) {
       path.lastHeard = now;
+      path.stats.heard(now, data);
     } else if (session === peer.current) {
       // Only the newest session teaches addresses: an old one may come from a dead process.
-      peer.paths.set(from.key, { socket, endpoint: from, lastHeard: now });
+      const stats = new LinkStats();
+      stats.heard(now, data);
+      peer.paths.set(from.key, { socket, endpoint: from, lastHeard: now, stats });
       log.info("peer {peer} path {address} learned ({count} in use)", {
         peer: peer.name,
         address: from.key,
         count: peer.paths.size,
       });
     }
+  }
+
+  received(session: Session, _socket: UdpSocket, from: Endpoint, bytes: number): void {
+    // Only remembered addresses are counted: unknown senders must not grow any table.
+    this.#owners.get(session)?.paths.get(from.key)?.stats.received(bytes);
+  }
+
+  /** Every peer with its paths, in config order. */
+  peerStatus(now: number): PeerStatus[] {
+    return [...this.#peers.values()].map((peer) => peerStatusOf(peer, now));
   }
 
   probeAnswered(): void {

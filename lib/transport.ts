@@ -7,6 +7,7 @@
 import { type CipherFactory, type PacketCipher, WebCryptoCipher } from "./crypto.ts";
 import type { Endpoint } from "./endpoint.ts";
 import type { UdpSocket } from "./io.ts";
+import type { LinkStats } from "./link_stats.ts";
 import type { Session } from "./session.ts";
 import {
   TAG_SIZE,
@@ -20,6 +21,8 @@ import {
 export interface Path {
   readonly socket: UdpSocket;
   readonly endpoint: Endpoint;
+  /** Where this path's sent bytes are counted, for `tuxburst status`. */
+  readonly stats?: LinkStats;
 }
 
 /** Event counts since start; every silent drop has one. */
@@ -197,6 +200,13 @@ export class Transport {
       while (next < count) {
         const { sent, error } = socket.sendBatch(datagrams, to, next, count);
         this.counters.datagramsSent += sent;
+        for (let i = next; i < next + sent; i++) {
+          const stats = paths[i].stats;
+          if (stats) {
+            stats.txBytes += datagrams[i].length;
+            stats.txDatagrams++;
+          }
+        }
         next += sent;
         if (next >= count) break;
         if (error === null && sent > 0) continue; // a short batch: the kernel takes the rest next
@@ -239,6 +249,11 @@ export class Transport {
     const error = path.socket.send(datagram, path.endpoint);
     if (error === null) {
       this.counters.datagramsSent++;
+      const stats = path.stats;
+      if (stats) {
+        stats.txBytes += datagram.length;
+        stats.txDatagrams++;
+      }
     } else {
       this.counters.sendErrors++;
       onError?.(path, error);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Endpoint } from "./endpoint.ts";
 import type { Clock, Reactor, Tun, UdpSocket, Waitable } from "./io.ts";
 import type { Session } from "./session.ts";
@@ -29,6 +30,8 @@ const BURSTS_PER_WAKEUP = 4;
 /** Room for any datagram, whatever the MTU. */
 const RECEIVE_BUFFER_SIZE = 65536;
 
+const log = getLogger(["tuxburst", "tunnel"]);
+
 /** Where an outbound packet goes. */
 export interface Destination {
   session: Session;
@@ -49,8 +52,16 @@ export interface Role {
    * server lets each peer send only from its own tunnel address.
    */
   accepts(session: Session, packet: Uint8Array): boolean;
-  /** An authenticated, first-copy transport message of `session` arrived on this path. */
-  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number): void;
+  /**
+   * An authenticated, first-copy transport message of `session` arrived on
+   * this path; `data` when it carried an IP packet (not a probe).
+   */
+  heard(session: Session, socket: UdpSocket, from: Endpoint, now: number, data: boolean): void;
+  /**
+   * Any transport datagram of a known session arrived on this path, first
+   * copy or not, before authentication (for per-link byte counts). Per packet: keep it cheap.
+   */
+  received?(session: Session, socket: UdpSocket, from: Endpoint, bytes: number): void;
   /** A probe of ours came back on this path. */
   probeAnswered(socket: UdpSocket, body: ProbeBody, now: number): void;
   /**
@@ -101,11 +112,21 @@ export class Tunnel {
   readonly #lengths = new Uint32Array(BATCH_SIZE);
   readonly #senders: Endpoint[] = [];
   readonly #openBuffers: Uint8Array[];
+  /** Per-packet debug logs; a plain boolean so that, when off, no message is ever built. */
+  readonly #debug: boolean;
   #stopped = false;
 
   constructor(
-    options: { tun: Tun; reactor: Reactor; clock: Clock; transport: Transport; role: Role },
+    options: {
+      tun: Tun;
+      reactor: Reactor;
+      clock: Clock;
+      transport: Transport;
+      role: Role;
+      debug?: boolean;
+    },
   ) {
+    this.#debug = options.debug ?? false;
     this.#tun = options.tun;
     this.#reactor = options.reactor;
     this.#clock = options.clock;
@@ -162,6 +183,7 @@ export class Tunnel {
         const destination = this.#role.destination(packet);
         if (!destination) {
           this.#transport.counters.noRoute++; // no session yet: TCP will retry
+          if (this.#debug) log.debug("outbound packet dropped: no session or path yet");
           continue;
         }
         this.#transport.counters.outboundPackets++;
@@ -203,8 +225,12 @@ export class Tunnel {
             control.push(this.#role.control(datagram.slice(), socket, from, this.#clock.now()));
             continue;
           }
+          this.#role.received?.(session, socket, from, datagram.length);
           if (!session.window.check(header.counter)) {
             this.#transport.counters.duplicates++; // a later copy: the first was delivered
+            if (this.#debug) {
+              this.#logDrop("later copy or replay", session, header, socket, from);
+            }
             continue;
           }
           candidates.push({ datagram, header, session, socket, from });
@@ -255,10 +281,12 @@ export class Tunnel {
         const plaintext = opened[i];
         if (plaintext === null) {
           this.#transport.counters.badAuth++; // forged, corrupted or another key
+          if (this.#debug) this.#logCandidate("authentication failed", candidate);
           continue;
         }
         if (!candidate.session.window.accept(candidate.header.counter)) {
           this.#transport.counters.duplicates++;
+          if (this.#debug) this.#logCandidate("later copy or replay", candidate);
           continue;
         }
         const reply = this.#deliver(candidate, plaintext, now);
@@ -268,6 +296,7 @@ export class Tunnel {
       pending = later.filter((c) => {
         if (c.session.window.check(c.header.counter)) return true; // its twin failed: try this copy
         this.#transport.counters.duplicates++;
+        if (this.#debug) this.#logCandidate("later copy in the same burst", c);
         return false;
       });
     }
@@ -275,7 +304,17 @@ export class Tunnel {
 
   #deliver(candidate: Candidate, plaintext: Uint8Array, now: number): Promise<void> | undefined {
     const { session, socket, from } = candidate;
-    this.#role.heard(session, socket, from, now);
+    const data = candidate.header.type === MessageType.Data;
+    this.#role.heard(session, socket, from, now, data);
+    if (this.#debug) {
+      log.debug("inbound {session}:{counter} {kind}: first copy, via {socket} from {from}", {
+        session: session.id,
+        counter: candidate.header.counter,
+        kind: data ? "data" : candidate.header.type === MessageType.Probe ? "probe" : "probe reply",
+        socket: socket.label,
+        from: from.key,
+      });
+    }
     switch (candidate.header.type) {
       case MessageType.Data:
         if (!this.#role.accepts(session, plaintext)) {
@@ -283,7 +322,10 @@ export class Tunnel {
           return undefined;
         }
         this.#transport.counters.inboundPackets++;
-        if (!this.#tun.write(plaintext)) this.#transport.counters.tunWriteErrors++;
+        if (!this.#tun.write(plaintext)) {
+          this.#transport.counters.tunWriteErrors++;
+          if (this.#debug) log.debug("inbound packet dropped: the TUN refused it");
+        }
         return undefined;
       case MessageType.Probe:
         // Answer on the path it came from only: the client measures each link.
@@ -296,5 +338,25 @@ export class Tunnel {
         return undefined;
       }
     }
+  }
+
+  #logCandidate(reason: string, candidate: Candidate): void {
+    this.#logDrop(reason, candidate.session, candidate.header, candidate.socket, candidate.from);
+  }
+
+  #logDrop(
+    reason: string,
+    session: Session,
+    header: TransportHeader,
+    socket: UdpSocket,
+    from: Endpoint,
+  ): void {
+    log.debug("inbound {session}:{counter} dropped via {socket} from {from}: {reason}", {
+      session: session.id,
+      counter: header.counter,
+      socket: socket.label,
+      from: from.key,
+      reason,
+    });
   }
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseCommand, UsageError, VERSION } from "../lib/cli.ts";
+import { ControlServer } from "../lib/control.ts";
 import { parseKeyHex } from "../lib/crypto.ts";
 import { writeNewKey } from "../lib/keygen.ts";
 
@@ -24,12 +25,33 @@ Deno.test("cli: the SPEC's commands parse", () => {
     output: "k",
     force: true,
   });
+  assert.deepEqual(parseCommand(["status"]), {
+    kind: "status",
+    config: undefined,
+    socket: undefined,
+    json: false,
+    watch: false,
+  });
+  assert.deepEqual(parseCommand(["status", "-c", "c.toml", "--json", "-w"]), {
+    kind: "status",
+    config: "c.toml",
+    socket: undefined,
+    json: true,
+    watch: true,
+  });
+  assert.deepEqual(parseCommand(["status", "--socket", "/tmp/t.sock"]), {
+    kind: "status",
+    config: undefined,
+    socket: "/tmp/t.sock",
+    json: false,
+    watch: false,
+  });
 });
 
 Deno.test("cli: --help on every command, and --version", () => {
   assert.match((parseCommand([]) as { text: string }).text, /tuxburst serve\s+-c server\.toml/);
   assert.match((parseCommand(["--help"]) as { text: string }).text, /gen-key/);
-  for (const command of ["gen-key", "serve", "connect"]) {
+  for (const command of ["gen-key", "serve", "connect", "status"]) {
     const help = parseCommand([command, "--help"]);
     assert.equal(help.kind, "help");
     assert.match((help as { text: string }).text, new RegExp(`Usage: tuxburst ${command}`));
@@ -45,6 +67,8 @@ Deno.test("cli: wrong command lines are usage errors that say what to do", () =>
     [["serve", "-c", "x", "--bogus"], /serve: .*bogus/],
     [["serve", "-c", "x", "extra"], /serve: /],
     [["connect", "-c", "x", "--log-format", "xml"], /--log-format must be text or json/],
+    [["status", "-c", "x", "--socket", "y"], /status: give either -c FILE or --socket PATH/],
+    [["status", "--bogus"], /status: .*bogus/],
   ];
   for (const [args, pattern] of cases) {
     assert.throws(
@@ -80,10 +104,11 @@ Deno.test("gen-key: writes a 0600 key file and refuses to overwrite it without -
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /** Runs the real CLI as a user would, bounded in time. */
-async function tuxburst(args: string[], cwd?: string) {
+async function tuxburst(args: string[], cwd?: string, env?: Record<string, string>) {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", MAIN, ...args],
     cwd,
+    env,
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(30_000),
@@ -141,6 +166,60 @@ Deno.test("cli: a bad config ends with one line naming file and key, exit 1, not
       `tuxburst: ${dir}/client.toml: client.key: must be 64 hex digits (256 bits), got 3; make one with "tuxburst gen-key"\n`,
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: tuxburst status without a running tunnel says so in one line, exit 1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-cli-" });
+  const env = { TUXBURST_RUN_DIR: `${dir}/run` };
+  try {
+    const none = await tuxburst(["status"], dir, env);
+    assert.equal(none.code, 1);
+    assert.equal(
+      none.stderr,
+      `tuxburst: no running tuxburst found (no control socket in ${dir}/run)\n`,
+    );
+
+    await Deno.writeTextFile(`${dir}/c.toml`, '[common]\ntun_name = "tb9"\n');
+    const byConfig = await tuxburst(["status", "-c", `${dir}/c.toml`], dir, env);
+    assert.equal(byConfig.code, 1);
+    assert.equal(
+      byConfig.stderr,
+      `tuxburst: no running tuxburst found (${dir}/run/tb9.sock: no such socket)\n`,
+    );
+    const badConfig = await tuxburst(["status", "-c", `${dir}/missing.toml`], dir, env);
+    assert.equal(badConfig.code, 1);
+    assert.match(badConfig.stderr, /^tuxburst: .*missing\.toml: cannot read the config file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: tuxburst status prints the table or --json of the only tunnel running", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-cli-" });
+  const env = { TUXBURST_RUN_DIR: dir };
+  const status = {
+    role: "server",
+    tun: "tb3",
+    pid: 99,
+    uptimeSeconds: 61,
+    peers: [{ name: "client", address: null, session: null, links: [] }],
+    counters: { outboundPackets: 5 },
+  };
+  const control = await ControlServer.start(`${dir}/tb3.sock`, () => ({ status }));
+  try {
+    const table = await tuxburst(["status"], dir, env);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(
+      table.stdout,
+      /^tuxburst server on tb3 \(pid 99\), up 1m01s\npeer client: no session\n/,
+    );
+    const json = await tuxburst(["status", "--json", "--socket", `${dir}/tb3.sock`], dir);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), status);
+  } finally {
+    await control.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

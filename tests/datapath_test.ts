@@ -161,6 +161,51 @@ Deno.test("datapath: short sendmmsg batches on every socket lose, repeat and reo
   }
 });
 
+Deno.test("datapath: status counts every copy per link and each first arrival once", async () => {
+  const r = await rig();
+  try {
+    await connected(r);
+    await sendAndCollect(r.clientTun, r.serverTun, 200);
+    await sendAndCollect(r.serverTun, r.clientTun, 200, 1000);
+    const client = r.client.status();
+    assert.equal(client.role, "client");
+    assert.equal(client.peers.length, 1);
+    const [server] = client.peers;
+    assert.equal(server.address, SERVER.key);
+    assert.ok(
+      server.session && server.session.id === (r.client.role as ClientRole).currentSession?.id,
+    );
+    assert.deepEqual(server.links.map((l) => [l.name, l.up]), [["wlan0", true], ["lte0", true]]);
+    for (const link of server.links) {
+      // Every packet went out on both uplinks, and both copies of each reply came in.
+      assert.ok(link.txDatagrams >= 200 && link.txBytes >= 200 * 100, JSON.stringify(link));
+      assert.ok(link.rxDatagrams >= 200, `${link.name} received ${link.rxDatagrams}`);
+      assert.ok(link.rttSmoothedMs !== null && link.rttSmoothedMs >= 0, "probes were answered");
+      assert.ok(link.lastHeardSecondsAgo !== null && link.lastHeardSecondsAgo < 1);
+    }
+    const firsts = server.links.reduce((sum, l) => sum + l.firstPackets, 0);
+    assert.equal(firsts, 200, "each data packet arrived first on exactly one uplink");
+    const shares = server.links.reduce((sum, l) => sum + l.firstPercent!, 0);
+    assert.ok(Math.abs(shares - 100) < 1e-9, `shares add up to ${shares}`);
+    assert.equal(client.counters.inboundPackets, 200);
+
+    const status = r.server.status();
+    assert.equal(status.role, "server");
+    const [peer] = status.peers;
+    assert.equal(peer.session?.id, server.session!.id);
+    assert.equal(peer.links.length, 2);
+    const sources = Object.values(UPLINKS);
+    for (const link of peer.links) {
+      assert.ok(sources.some((address) => link.name.startsWith(`${address}:`)), link.name);
+      assert.ok(link.rxDatagrams >= 200 && link.txDatagrams >= 200, JSON.stringify(link));
+      assert.equal(link.lossPercent, null, "the server sends no probes");
+    }
+    assert.equal(peer.links.reduce((sum, l) => sum + l.firstPackets, 0), 200);
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("datapath: one dead uplink does not matter, in either direction", async () => {
   const r = await rig();
   try {
@@ -440,5 +485,55 @@ Deno.test("datapath: an uplink that is down from the start is reported once, and
     server.stop();
     client.stop();
     await Promise.all([server.done, client.done]);
+  }
+});
+
+Deno.test("datapath: debug = true logs which copy came first and why later ones were dropped; off logs none", async () => {
+  const logs: string[] = [];
+  configureSync({
+    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
+    loggers: [
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+      { category: ["tuxburst"], lowestLevel: "debug", sinks: ["memory"] },
+    ],
+  });
+  const perPacket = (line: string) => /^inbound \d+:\d+ /.test(line);
+  try {
+    for (const debug of [false, true]) {
+      logs.length = 0;
+      const network = new FakeNetwork();
+      const serverPlatform = fakePlatform(network);
+      const clientPlatform = fakePlatform(network, { uplinks: UPLINKS });
+      const base = clientConfig();
+      const server = await startServer(serverConfig(), serverPlatform);
+      const client = await startClient(
+        { ...base, common: { ...base.common, debug } },
+        clientPlatform,
+      );
+      try {
+        const deadline = performance.now() + 3000;
+        while (!(client.role as ClientRole).currentSession && performance.now() < deadline) {
+          await sleep(10);
+        }
+        await sendAndCollect(serverPlatform.tun, clientPlatform.tun, 20);
+      } finally {
+        server.stop();
+        client.stop();
+        await Promise.all([server.done, client.done]);
+      }
+      const lines = logs.filter(perPacket);
+      if (!debug) {
+        assert.deepEqual(lines, [], "debug off: no per-packet line, though the logger takes debug");
+        continue;
+      }
+      const firsts = lines.filter((l) => / data: first copy, via (wlan0|lte0) from /.test(l));
+      assert.ok(firsts.length >= 20, `${firsts.length} first-copy lines\n${lines.join("\n")}`);
+      assert.ok(
+        lines.some((l) => / dropped via (wlan0|lte0) from .*: later copy/.test(l)),
+        `no drop line for the second copies\n${lines.slice(0, 20).join("\n")}`,
+      );
+    }
+  } finally {
+    resetSync();
   }
 });
