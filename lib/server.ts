@@ -35,8 +35,8 @@ const PENDING_PER_PEER = 4;
  * Handshakes and "unknown session" answers cost HMACs (and HKDF); a flood of
  * them must not cost more than this many per second, whatever arrives.
  */
-const HANDSHAKES_PER_SECOND = 50;
-const UNKNOWN_ANSWERS_PER_SECOND = 20;
+export const HANDSHAKES_PER_SECOND = 50;
+export const UNKNOWN_ANSWERS_PER_SECOND = 20;
 
 export interface ServerOptions {
   socket: UdpSocket;
@@ -150,6 +150,7 @@ export class ServerRole implements Role {
       return;
     }
     // Probably a client that talked to us before a restart: ask it for a new handshake.
+    counters.handshakeMacs++;
     const answer = buildUnknownSession(header.session, header.counter);
     answer.set(
       await this.#peer.mac.mac(answer.subarray(0, UNKNOWN_MAC_OFFSET)),
@@ -210,6 +211,7 @@ export class ServerRole implements Role {
       counters.garbage++;
       return;
     }
+    counters.handshakeMacs++;
     if (!(await peer.mac.verify(init.mac, init.signed))) {
       counters.badAuth++; // another key, or forged
       return;
