@@ -7,6 +7,7 @@
  *     fuzz.ts --to 172.16.3.2:40000 [--seconds 20] [--count 1000000] [--rate 20000]
  *             [--seed 1] [--mix random,badTag,…] [--pcap capture.pcap --dport 40000]
  *             [--key HEX]
+ *       {"event":"sending","seed":1,"to":"172.16.3.2:40000"}
  *       {"event":"report","seed":1,"sent":{"random":…},"total":…,"replies":{…},…}
  *
  * Kinds (`--mix` picks some; default all that have what they need):
@@ -37,7 +38,8 @@
  * completes a handshake and cannot make a datagram the server accepts.
  *
  * `--rate 0` sends as fast as the socket takes them (a flood; pair it with
- * `--mix random` for pure garbage). Datagrams the kernel refuses (a full
+ * `--mix random` for pure garbage), cycling through 4096 datagrams made
+ * beforehand. Datagrams the kernel refuses (a full
  * socket buffer) are counted under `sendErrors` and not retried. Whatever the
  * server answers is read and counted by type under `replies`; `tunnel`
  * there counts transport messages, which the server must never send to the
@@ -85,6 +87,8 @@ export type Kind = typeof KINDS[number];
 export const MAX_LENGTH = 1500;
 /** Recorded INITs made with `--key`. */
 const RECORDED_INITS = 16;
+/** Datagrams made before a flood (`--rate 0`) and sent in turn. */
+const FLOOD_POOL = 4096;
 /** An hour: the age of the recorded INITs. */
 const RECORDED_AGE_MS = 3_600_000;
 
@@ -276,7 +280,15 @@ export interface FuzzReport {
 /** Sends datagrams from `generator` to `to` until `seconds` or `count` run out; see the module doc. */
 export async function fuzz(
   generator: FuzzGenerator,
-  options: { to: string; seconds: number; count: number; rate: number; seed: number },
+  options: {
+    to: string;
+    seconds: number;
+    count: number;
+    rate: number;
+    seed: number;
+    /** Called once, right before the first datagram goes out. */
+    onStart?: () => void;
+  },
 ): Promise<FuzzReport> {
   const { host, port } = parseTarget(options.to);
   const target = new Endpoint(host, port);
@@ -296,11 +308,17 @@ export async function fuzz(
       else replies.other++;
     }
   };
+  // A flood cycles through datagrams made beforehand: making each costs more than sending it.
+  const pool = options.rate <= 0
+    ? Array.from({ length: FLOOD_POOL }, () => generator.next())
+    : undefined;
   let total = 0;
+  let attempts = 0;
+  options.onStart?.();
   const started = performance.now();
   const ends = started + options.seconds * 1000;
   const sendOne = () => {
-    const { kind, datagram } = generator.next();
+    const { kind, datagram } = pool ? pool[attempts % pool.length] : generator.next();
     const error = socket.send(datagram, target);
     if (error === null) {
       sent[kind] = (sent[kind] ?? 0) + 1;
@@ -309,7 +327,6 @@ export async function fuzz(
       sendErrors[error] = (sendErrors[error] ?? 0) + 1;
     }
   };
-  let attempts = 0;
   if (options.rate <= 0) {
     // A flood: no pacing; look at the clock and the replies every few hundred sends.
     while (attempts < options.count && performance.now() < ends) {
@@ -419,6 +436,7 @@ if (import.meta.main) {
     count: number("count", values.count, 1e9),
     rate: number("rate", values.rate, 1e7),
     seed,
+    onStart: () => console.log(JSON.stringify({ event: "sending", seed, to: values.to })),
   });
   report.captured = captured.length;
   report.recordedInits = inits.length;
