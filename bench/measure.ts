@@ -1,8 +1,9 @@
 /**
  * One measurement set over one path: ping at idle, iperf3 TCP with 1 stream
- * (with a ping under that load) and with 4, iperf3 UDP at full rate with
- * 1300- and 64-byte datagrams; and the CPU time and peak memory of the
- * tunnel's processes meanwhile, read from `/proc`.
+ * (with a ping under that load) and with 4, TCP with 1 stream again while an
+ * attacker floods the tunnel server's port with garbage, iperf3 UDP at full
+ * rate with 1300- and 64-byte datagrams; and the CPU time and peak memory of
+ * the tunnel's processes meanwhile, read from `/proc`.
  *
  * @module
  */
@@ -45,6 +46,26 @@ export interface Figures {
   cpuTcp4SecPerGbit: number | null;
   /** Largest peak resident size (VmHWM) of any tunnel process, MiB. */
   rssMaxMiB: number | null;
+  /** CPU of the tunnel's server process alone during the 1-stream TCP test, per cent of one core. */
+  serverCpuTcp1Pct: number | null;
+  /** TCP, 1 stream, while the attacker floods the server's port with garbage, Mbit/s. */
+  floodTcp1Mbps: number | null;
+  /** That over `tcp1Mbps` of the same set: the share of throughput the flood leaves. */
+  floodTcp1Ratio: number | null;
+  /** Garbage datagrams the attacker got out per second, thousands. */
+  floodSentKpps: number | null;
+  /** CPU of the tunnel's server process during the flood, per cent of one core. */
+  floodServerCpuPct: number | null;
+  /** Datagrams the server's namespace dropped for a full UDP receive buffer during the flood. */
+  floodSocketDrops: number | null;
+  /**
+   * TCP, 1 stream, while the same flood goes to a closed port of the server
+   * (a decoy): what the attacker's own sender and the kernel cost the
+   * machine, without any work for the tunnel, Mbit/s.
+   */
+  decoyTcp1Mbps: number | null;
+  /** Garbage datagrams the decoy flood got out per second, thousands. */
+  decoySentKpps: number | null;
 }
 
 /** One measurement set's figures, and what looked wrong in it. */
@@ -69,7 +90,21 @@ export interface SetOptions {
   pids: number[];
   /** Called when a test starts, and with its result. */
   progress: (text: string) => void;
+  /** The tunnel server's UDP port (`address:port`) to flood; no flood test without it. */
+  floodTarget?: string;
+  /** Flood processes (default `FLOOD_SENDERS`). */
+  floodSenders?: number;
 }
+
+/** The program that floods: `fuzz.ts --rate 0 --mix random`. */
+const FUZZ_TOOL = new URL("../lab/tools/fuzz.ts", import.meta.url).pathname;
+/**
+ * Flood processes. One already takes a whole core; on the 2-core machines
+ * the benchmark runs on, more would measure the tunnel starved of CPU by
+ * the attacker's own sender (a real attacker sends from another machine)
+ * rather than the server's handling of garbage. `--flood-senders` raises it.
+ */
+export const FLOOD_SENDERS = 1;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const IPERF_PORT = 5201;
@@ -110,6 +145,33 @@ export async function measureSet(
           `(mean ${result.mbps.toFixed(0)} Mbit/s): a stall`,
       );
     }
+  }
+
+  let flood: FloodResult | undefined;
+  let decoy: FloodResult | undefined;
+  if (options.floodTarget && pids.length > 0) {
+    const senders = options.floodSenders ?? FLOOD_SENDERS;
+    const decoyTarget = options.floodTarget.replace(/:\d+$/, `:${DECOY_PORT}`);
+    progress(`TCP, 1 stream, with a garbage flood to the closed port ${decoyTarget}`);
+    decoy = await floodedTcp(net, target, decoyTarget, senders, seconds, pids[0]);
+    progress(
+      `TCP, 1 stream beside the decoy flood: ${decoy.tcp.mbps.toFixed(0)} Mbit/s; ` +
+        `flood ${decoy.sentKpps.toFixed(0)} kpps sent`,
+    );
+    progress(
+      `TCP, 1 stream, with a garbage flood to ${options.floodTarget} (${senders} sender(s))`,
+    );
+    flood = await floodedTcp(net, target, options.floodTarget, senders, seconds, pids[0]);
+    progress(
+      `TCP, 1 stream under the flood: ${flood.tcp.mbps.toFixed(0)} Mbit/s ` +
+        `(×${(flood.tcp.mbps / tcp1.mbps).toFixed(2)} of ${tcp1.mbps.toFixed(0)}); ` +
+        `flood ${
+          flood.sentKpps.toFixed(0)
+        } kpps sent, ${flood.socketDrops} dropped at the socket; ` +
+        `server CPU ${flood.tcp.cpuPct?.toFixed(0)} % (without the flood ${
+          tcp1.serverCpuPct?.toFixed(0)
+        } %)`,
+    );
   }
 
   const udp: Record<1300 | 64, IperfResult> = {} as Record<1300 | 64, IperfResult>;
@@ -157,6 +219,14 @@ export async function measureSet(
     cpuTcp1SecPerGbit: secondsPerGbit(tcp1),
     cpuTcp4SecPerGbit: secondsPerGbit(tcp4),
     rssMaxMiB: rss.length ? Math.max(...rss) : null,
+    serverCpuTcp1Pct: tcp1.serverCpuPct,
+    floodTcp1Mbps: flood ? flood.tcp.mbps : null,
+    floodTcp1Ratio: flood && tcp1.mbps > 0 ? flood.tcp.mbps / tcp1.mbps : null,
+    floodSentKpps: flood ? flood.sentKpps : null,
+    floodServerCpuPct: flood ? flood.tcp.cpuPct : null,
+    floodSocketDrops: flood ? flood.socketDrops : null,
+    decoyTcp1Mbps: decoy ? decoy.tcp.mbps : null,
+    decoySentKpps: decoy ? decoy.sentKpps : null,
   });
   return { figures, problems };
 }
@@ -250,6 +320,81 @@ interface IperfResult {
   retransmits?: number;
   /** Tunnel processes' CPU in the middle of the test, per cent of one core; null without any. */
   cpuPct: number | null;
+  /** The same for the first of them (the server) alone. */
+  serverCpuPct: number | null;
+}
+
+/** A port nothing listens on in the server's namespace (discard), for the decoy flood. */
+const DECOY_PORT = 9;
+
+/** The 1-stream TCP test under a garbage flood. */
+interface FloodResult {
+  /** `cpuPct` is the server's alone. */
+  tcp: IperfResult;
+  sentKpps: number;
+  /** UDP datagrams the server's namespace dropped for a full receive buffer meanwhile. */
+  socketDrops: number;
+}
+
+/** `Udp: … RcvbufErrors` of the server's namespace (`/proc/net/snmp`). */
+async function udpReceiveBufferErrors(net: BenchNet): Promise<number> {
+  const { stdout } = await net.exec("server", ["cat", "/proc/net/snmp"], { check: true });
+  const [names, values] = stdout.split("\n").filter((line) => line.startsWith("Udp: "));
+  const at = names?.split(" ").indexOf("RcvbufErrors") ?? -1;
+  return at > 0 ? Number(values.split(" ")[at]) : 0;
+}
+
+/**
+ * The 1-stream TCP test while `senders` processes in the attacker's
+ * namespace send random datagrams (0..1500 bytes) to `floodTarget` as fast
+ * as they can, from before the test starts until after it ends.
+ */
+async function floodedTcp(
+  net: BenchNet,
+  target: string,
+  floodTarget: string,
+  senders: number,
+  seconds: number,
+  serverPid: number,
+): Promise<FloodResult> {
+  // Long enough to cover iperf3's connection set-up and its end.
+  const floodSeconds = seconds + 4;
+  const flooders = Array.from({ length: senders }, (_, i) =>
+    net.spawn("attacker", [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      FUZZ_TOOL,
+      "--to",
+      floodTarget,
+      "--rate",
+      "0",
+      "--mix",
+      "random",
+      "--seconds",
+      String(floodSeconds),
+      "--seed",
+      String(i + 1),
+    ], { boundS: floodSeconds + 30, label: `flood ${i + 1}` }));
+  try {
+    await Promise.all(flooders.map((flooder) => flooder.waitForOutput(/"sending"/, 15_000)));
+    const dropsBefore = await udpReceiveBufferErrors(net);
+    const tcp = await iperf(net, target, { seconds, pids: [serverPid], tcp: { streams: 1 } });
+    const socketDrops = await udpReceiveBufferErrors(net) - dropsBefore;
+    let pps = 0;
+    for (const flooder of flooders) {
+      if (!(await flooder.wait((floodSeconds + 20) * 1000))) {
+        throw new Error(`${flooder.label} did not end: ${flooder.describe()}`);
+      }
+      const report = flooder.stdout.split("\n").find((line) => line.includes('"report"'));
+      if (!report) throw new Error(`${flooder.label} printed no report: ${flooder.describe()}`);
+      pps += JSON.parse(report).pps;
+    }
+    return { tcp, sentKpps: pps / 1000, socketDrops };
+  } finally {
+    await Promise.all(flooders.map((flooder) => flooder.stop(0)));
+  }
 }
 
 /**
@@ -294,18 +439,24 @@ async function iperf(
       const margin = Math.min(1000, seconds * 200);
       const cpu = (async () => {
         await sleep(margin);
-        const before = cpuSample(pids);
+        const before = [cpuSample(pids), cpuSample(pids.slice(0, 1))];
         await sleep(seconds * 1000 - 2 * margin);
-        const after = cpuSample(pids);
-        return pids.length ? cpuPercent(before, after) : null;
+        const after = [cpuSample(pids), cpuSample(pids.slice(0, 1))];
+        return pids.length
+          ? { all: cpuPercent(before[0], after[0]), server: cpuPercent(before[1], after[1]) }
+          : null;
       })();
-      const [, cpuPct, status] = await Promise.all([
+      const [, cpuPcts, status] = await Promise.all([
         alongside?.(),
         cpu,
         client.wait((seconds + 35) * 1000),
       ]);
       if (!status) throw new Error(`iperf3 to ${target} did not end within ${seconds + 35} s`);
-      return { ...parseIperf(client.stdout, test, client.stderr), cpuPct };
+      return {
+        ...parseIperf(client.stdout, test, client.stderr),
+        cpuPct: cpuPcts?.all ?? null,
+        serverCpuPct: cpuPcts?.server ?? null,
+      };
     } finally {
       await client.stop(0);
     }
@@ -318,7 +469,7 @@ function parseIperf(
   stdout: string,
   test: IperfTest,
   stderr: string,
-): Omit<IperfResult, "cpuPct"> {
+): Omit<IperfResult, "cpuPct" | "serverCpuPct"> {
   // deno-lint-ignore no-explicit-any
   let json: any;
   try {

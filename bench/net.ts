@@ -1,23 +1,27 @@
 /**
  * The benchmark's network: two namespaces, a client and a server, joined by
- * two veth pairs and nothing else, and the processes the benchmark runs in
- * them.
+ * two veth pairs, an attacker with a veth of its own into the server, and
+ * the processes the benchmark runs in them.
  *
  * ```text
  *   [client] upa 192.168.70.2 ==== 192.168.70.1 wan0 [server]  lo 192.168.72.1
  *            upb 192.168.71.2 ==== 192.168.71.1 wan1
+ *   [attacker] atk 192.168.73.2 == 192.168.73.1 wan2
  * ```
  *
  * tuxburst's server listens on 192.168.72.1, which the client reaches through
  * either link (a host route per uplink), so one and two uplinks use the same
- * config; every other path uses link A alone.
+ * config; every other path uses link A alone. The attacker floods the
+ * tunnels' ports over its own link, as one on the internet would: its
+ * datagrams compete with the client's for the server's sockets and CPU, not
+ * for the client's links.
  *
  * Follows `shared/LAB.md`: nothing in the root namespace is touched (each veth
- * pair is created inside the client namespace with its peer put straight into
+ * pair is created inside the client or attacker namespace with its peer put straight into
  * the server's), names carry a prefix unique to this process (`tbb<pid>`),
  * every command runs under `timeout` so that it ends by itself even if the
  * benchmark is killed, and disposing (also on Ctrl-C or SIGTERM) kills every
- * process by PID and deletes both namespaces by name.
+ * process by PID and deletes every namespace by name.
  *
  * @example
  * ```ts
@@ -32,8 +36,10 @@ import { cleanUpOnInterrupt } from "../lab/interrupt.ts";
 /** Prefix of every namespace a benchmark run makes; the run's own adds its PID. */
 export const NAMESPACE_PREFIX = "tbb";
 
-/** The two namespaces, by role. */
-export type Side = "client" | "server";
+/** The namespaces, by role. */
+export type Side = "client" | "server" | "attacker";
+
+const SIDES: readonly Side[] = ["client", "server", "attacker"];
 
 /** Addresses of the benchmark network. */
 export const ADDRESSES = {
@@ -43,6 +49,8 @@ export const ADDRESSES = {
   serverB: "192.168.71.1",
   /** The server's address on its loopback, reachable over either link. */
   serverHost: "192.168.72.1",
+  attacker: "192.168.73.2",
+  serverAttacker: "192.168.73.1",
 } as const;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -237,9 +245,9 @@ async function ipNetns(args: string[]): Promise<Deno.CommandOutput> {
   }).output();
 }
 
-/** The benchmark's two namespaces and everything running in them; see the module doc. */
+/** The benchmark's namespaces and everything running in them; see the module doc. */
 export class BenchNet implements AsyncDisposable {
-  /** Prefix of both namespaces, `tbb<pid>`. */
+  /** Prefix of every namespace, `tbb<pid>`. */
   readonly prefix = `${NAMESPACE_PREFIX}${Deno.pid}`;
   /** A private temporary directory for configs and keys, removed on dispose. */
   readonly dir: string;
@@ -267,18 +275,18 @@ export class BenchNet implements AsyncDisposable {
 
   /** The real name of a side's namespace. */
   ns(side: Side): string {
-    return `${this.prefix}-${side === "client" ? "c" : "s"}`;
+    return `${this.prefix}-${side[0]}`;
   }
 
   async #build(): Promise<void> {
-    for (const side of ["client", "server"] as const) {
+    for (const side of SIDES) {
       const result = await ipNetns(["add", this.ns(side)]);
       if (!result.success) {
         throw new Error(`ip netns add ${this.ns(side)}: ${decoder.decode(result.stderr).trim()}`);
       }
       this.#made.push(this.ns(side));
     }
-    for (const side of ["client", "server"] as const) {
+    for (const side of SIDES) {
       // Loose reverse-path filtering: the server's host address is reached over both links.
       await this.exec(side, [
         "sysctl",
@@ -306,6 +314,17 @@ export class BenchNet implements AsyncDisposable {
       `addr add ${ADDRESSES.serverB}/24 dev wan1`,
       "link set wan0 up",
       "link set wan1 up",
+    ]);
+    await this.ipBatch("attacker", [
+      `link add atk type veth peer name wan2 netns ${this.ns("server")}`,
+      "link set lo up",
+      `addr add ${ADDRESSES.attacker}/24 dev atk`,
+      "link set atk up",
+      `route add default via ${ADDRESSES.serverAttacker} dev atk`,
+    ]);
+    await this.ipBatch("server", [
+      `addr add ${ADDRESSES.serverAttacker}/24 dev wan2`,
+      "link set wan2 up",
     ]);
   }
 
@@ -383,7 +402,7 @@ export class BenchNet implements AsyncDisposable {
     return result;
   }
 
-  /** Kills every process by PID and deletes both namespaces and the directory; idempotent. */
+  /** Kills every process by PID and deletes every namespace and the directory; idempotent. */
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;

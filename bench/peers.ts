@@ -34,8 +34,10 @@ export interface Peer {
 export interface RunningPeer {
   /** The address in the server namespace that traffic through this path goes to. */
   target: string;
-  /** The tunnel programs themselves (not their `ip netns exec`/`timeout` wrappers). */
+  /** The tunnel programs themselves (not their `ip netns exec`/`timeout` wrappers), the server's first. */
   pids: number[];
+  /** The tunnel server's UDP port as `address:port`, for the garbage flood; none for the plain link. */
+  floodTarget?: string;
   /** Stops the tunnel and reports what went wrong meanwhile. */
   stop(): Promise<StopReport>;
 }
@@ -78,19 +80,20 @@ async function waitForPath(net: BenchNet, target: string, timeoutMs: number): Pr
 }
 
 /**
- * Starts `processes` with `ready`, resolves their PIDs and returns the
- * running peer; stops them all when anything fails on the way.
+ * Starts `processes` (the server's first) with `ready`, resolves their PIDs
+ * and returns the running peer; stops them all when anything fails on the way.
  */
 async function startTunnel(
   processes: BenchProcess[],
   target: string,
+  floodTarget: string | undefined,
   ready: () => Promise<void>,
   finish: (processes: BenchProcess[]) => Promise<StopReport> = stopProcesses,
 ): Promise<RunningPeer> {
   try {
     await ready();
     const pids = await Promise.all(processes.map((process) => process.realPid()));
-    return { target, pids, stop: () => finish(processes) };
+    return { target, pids, floodTarget, stop: () => finish(processes) };
   } catch (error) {
     const details = processes.map((process) => process.describe()).join("\n");
     await Promise.all(processes.map((process) => process.stop()));
@@ -165,6 +168,8 @@ function tuxburst(uplinks: string[]): Peer {
       return await startTunnel(
         processes,
         tunnel.server,
+        // The server is the same with two uplinks: its flood test runs once, with one.
+        uplinks.length === 1 ? `${ADDRESSES.serverHost}:40000` : undefined,
         () => waitForPath(net, tunnel.server, 20_000),
         async (processes) => {
           const report = await stopProcesses(processes);
@@ -286,7 +291,8 @@ const wireguard: Peer = {
       await waitForPath(net, tunnel.server, 10_000);
     };
     try {
-      return await startTunnel(processes, tunnel.server, ready, async (processes) => {
+      const port = `${ADDRESSES.serverA}:51820`;
+      return await startTunnel(processes, tunnel.server, port, ready, async (processes) => {
         const report = await stopProcesses(processes);
         await removeSockets();
         return report;
@@ -400,7 +406,7 @@ const openvpn: Peer = {
         tunnel.server,
       ], { boundS, label: "openvpn client" }),
     ];
-    return await startTunnel(processes, tunnel.server, async () => {
+    return await startTunnel(processes, tunnel.server, `${ADDRESSES.serverA}:1194`, async () => {
       await processes[1].waitForOutput(/Initialization Sequence Completed/, 20_000);
       await waitForPath(net, tunnel.server, 10_000);
     });

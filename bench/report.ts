@@ -196,6 +196,31 @@ export function renderMarkdown(result: Omit<BenchResult, "markdown">): string {
     }
   }
 
+  const floodHeader = [
+    "under a garbage flood",
+    "TCP 1 stream Mbit/s, no flood",
+    "TCP 1 stream Mbit/s, flood",
+    "share kept",
+    "flood sent kpps",
+    "server CPU % without / with flood",
+    "dropped at the server's socket",
+    "TCP 1 stream Mbit/s, decoy flood (kpps)",
+  ];
+  const floodRows = result.rows.flatMap((row) => {
+    const m = row.median;
+    if (!m || m.floodTcp1Mbps === null || m.floodTcp1Mbps === undefined) return [];
+    return [[
+      row.label,
+      formatNumber(m.tcp1Mbps),
+      formatNumber(m.floodTcp1Mbps),
+      m.floodTcp1Ratio === null ? "–" : `${formatNumber(m.floodTcp1Ratio * 100)} %`,
+      formatNumber(m.floodSentKpps),
+      `${formatNumber(m.serverCpuTcp1Pct)} / ${formatNumber(m.floodServerCpuPct)}`,
+      formatNumber(m.floodSocketDrops),
+      `${formatNumber(m.decoyTcp1Mbps)} (${formatNumber(m.decoySentKpps)})`,
+    ]];
+  });
+
   const runs = result.repetitions === 1 ? "one run" : `medians of ${result.repetitions} runs`;
   const lines = [
     `Tunnel benchmark, ${runs}, ${result.seconds} s per iperf3 test, ` +
@@ -204,6 +229,7 @@ export function renderMarkdown(result: Omit<BenchResult, "markdown">): string {
     markdownTable(figuresHeader, figureRows),
   ];
   if (ratioRows.length) lines.push("", markdownTable(ratioHeader, ratioRows));
+  if (floodRows.length) lines.push("", markdownTable(floodHeader, floodRows));
   lines.push(
     "",
     "UDP: iperf3 at full rate; kpps = thousands of datagrams delivered per second, loss = share " +
@@ -213,7 +239,13 @@ export function renderMarkdown(result: Omit<BenchResult, "markdown">): string {
       "resident size (VmHWM) of one tunnel process. Ratios: medians over medians; below ×1 the " +
       "row has less of that figure (for ping and CPU less is better). Problems: a tunnel process " +
       "that ended or logged a warning, a second of TCP below 10 % of its mean (a stall), pings " +
-      "lost right after the UDP floods.",
+      "lost right after the UDP floods. Garbage flood: the 1-stream TCP test again while another " +
+      "namespace, on its own link to the server, sends random datagrams (0–1500 bytes) to the " +
+      "tunnel server's port as fast as it can; share kept = flood over no-flood throughput of " +
+      "the same set; server CPU = the tunnel's server process alone; dropped = datagrams the " +
+      "server's namespace dropped for a full UDP receive buffer (garbage and tunnel alike); " +
+      "decoy = the same flood to a closed port of the server, which costs the machine the " +
+      "attacker's sender and the kernel's work but gives the tunnel nothing to do.",
   );
   const notes: string[] = [];
   for (const row of result.rows) {

@@ -3,13 +3,16 @@
  * with, in one run, on the same veth: two network namespaces joined by two
  * veth pairs, no impairment (see `net.ts`). For each path (plain veth,
  * wireguard-go, OpenVPN 2.6 with AES-256-GCM, tuxburst with one and with two
- * uplinks) it measures iperf3 TCP with 1 and 4 streams, iperf3 UDP at full
- * rate with 1300- and 64-byte datagrams, ping at idle and under load, and the
- * tunnel's CPU time and peak memory (see `measure.ts`); repeats everything,
+ * uplinks) it measures iperf3 TCP with 1 and 4 streams, TCP with 1 stream
+ * while an attacker's namespace floods the tunnel server's port with garbage
+ * (the share of throughput left, the flood's rate, the server's CPU), iperf3
+ * UDP at full rate with 1300- and 64-byte datagrams, ping at idle and under
+ * load, and the tunnel's CPU time and peak memory (see `measure.ts`); repeats everything,
  * each path freshly started each time, and prints the medians with ratios to
  * the plain link and to wireguard-go (see `report.ts`).
  *
- *     sudo deno task bench [--quick] [--reps N] [--seconds S] [--only LIST] [--json]
+ *     sudo deno task bench [--quick] [--reps N] [--seconds S] [--only LIST]
+ *                          [--flood-senders N] [--json]
  *
  * Absolute numbers on a shared machine move by ±20 % from run to run; compare
  * the ratios. A path whose programs are missing is skipped with the Debian
@@ -20,7 +23,7 @@
  */
 import { parseArgs } from "node:util";
 import { BenchNet } from "./net.ts";
-import { type Figures, measureSet } from "./measure.ts";
+import { type Figures, FLOOD_SENDERS, measureSet } from "./measure.ts";
 import { missingNeed, PEER_IDS, type PeerId, PEERS } from "./peers.ts";
 import { type BenchResult, finishRows, renderMarkdown, type Row } from "./report.ts";
 
@@ -35,6 +38,8 @@ Options:
   --seconds S      length of each iperf3 test (default 10; quick 3)
   --only LIST      paths to run, comma-separated: plain, wireguard, openvpn,
                    tuxburst (both), tuxburst1, tuxburst2 (default: all)
+  --flood-senders N  processes flooding the tunnel server's port with garbage
+                   during the flood test (default 1)
   --json           print one JSON object instead of the tables
   -h, --help       show this help
 
@@ -63,6 +68,7 @@ interface Options {
   seconds: number;
   only: PeerId[];
   json: boolean;
+  floodSenders: number;
 }
 
 class UsageError extends Error {}
@@ -78,6 +84,7 @@ function parseOptions(args: string[]): Options | "help" {
         seconds: { type: "string" },
         only: { type: "string" },
         json: { type: "boolean", default: false },
+        "flood-senders": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -109,6 +116,7 @@ function parseOptions(args: string[]): Options | "help" {
     seconds: integer("seconds", values.seconds, values.quick ? 3 : 10, 600),
     only: PEER_IDS.filter((id) => only.includes(id)),
     json: values.json,
+    floodSenders: integer("flood-senders", values["flood-senders"], FLOOD_SENDERS, 16),
   };
 }
 
@@ -135,9 +143,9 @@ async function runBenchmark(options: Options): Promise<BenchResult> {
   });
   const runnable = rows.filter((row) => row.status === "ok");
   const idlePings = options.quick ? 100 : 300;
-  // Four iperf3 tests with their setup, the idle ping, and the tunnel's start.
-  const setSeconds = 4 * (options.seconds + 1) + idlePings / 100 + 3;
-  const boundS = 4 * (options.seconds + 40) + 120;
+  // Six iperf3 tests with their setup (two beside a flood), the idle ping, and the tunnel's start.
+  const setSeconds = 6 * (options.seconds + 1) + idlePings / 100 + 9;
+  const boundS = 6 * (options.seconds + 40) + 180;
   const total = runnable.length * options.reps;
   progress(
     `${total} measurement sets of about ${setSeconds.toFixed(0)} s each ` +
@@ -160,6 +168,7 @@ async function runBenchmark(options: Options): Promise<BenchResult> {
             seconds: options.seconds,
             idlePings,
             boundS,
+            floodSenders: options.floodSenders,
             progress: (text) => progress(`${tag}: ${text}`),
           });
           row.runs.push(figures);
@@ -195,12 +204,22 @@ async function measureOnce(
   net: BenchNet,
   row: Row,
   rep: number,
-  options: { seconds: number; idlePings: number; boundS: number; progress: (t: string) => void },
+  options: {
+    seconds: number;
+    idlePings: number;
+    boundS: number;
+    floodSenders: number;
+    progress: (t: string) => void;
+  },
 ): Promise<Figures> {
   const running = await PEERS[row.id].start(net, options.boundS);
   let figures: Figures | undefined;
   try {
-    const set = await measureSet(net, running.target, { ...options, pids: running.pids });
+    const set = await measureSet(net, running.target, {
+      ...options,
+      pids: running.pids,
+      floodTarget: running.floodTarget,
+    });
     figures = set.figures;
     for (const problem of set.problems) {
       row.problems.push(`run ${rep}: ${problem}`);

@@ -42,8 +42,8 @@ const PENDING_PER_PEER = 4;
  * them must not cost more than this many per second, whatever arrives. An
  * INIT costs one HMAC per peer (the key that verifies it names the peer).
  */
-const HANDSHAKES_PER_SECOND = 50;
-const UNKNOWN_ANSWERS_PER_SECOND = 20;
+export const HANDSHAKES_PER_SECOND = 50;
+export const UNKNOWN_ANSWERS_PER_SECOND = 20;
 
 export interface ServerOptions {
   socket: UdpSocket;
@@ -312,6 +312,7 @@ export class ServerRole implements Role, StatusSource {
       }
       const peer = peers[this.#unknownCursor++ % peers.length];
       const answer = buildUnknownSession(header.session, header.counter);
+      counters.handshakeMacs++;
       answer.set(await peer.mac.mac(answer.subarray(0, UNKNOWN_MAC_OFFSET)), UNKNOWN_MAC_OFFSET);
       this.#options.transport.sendOne(answer, { socket, endpoint: from });
     }
@@ -365,6 +366,7 @@ export class ServerRole implements Role, StatusSource {
   /** The peer whose key verifies the INIT's MAC (one HMAC per peer), if any. */
   async #identify(mac: Uint8Array, signed: Uint8Array): Promise<PeerState | undefined> {
     const peers = [...this.#peers.values()];
+    this.#options.transport.counters.handshakeMacs += peers.length;
     const verified = await Promise.all(peers.map((peer) => peer.mac.verify(mac, signed)));
     const peer = peers[verified.indexOf(true)];
     return peer && !peer.removed ? peer : undefined;

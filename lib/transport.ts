@@ -44,6 +44,12 @@ export class Counters {
   /** Handshake and control messages dropped by a rate limit. */
   rateLimited = 0;
   /**
+   * Handshake MACs the server computed for unauthenticated input (INITs
+   * checked, UNKNOWN_SESSION answers signed): the work a flood can cause,
+   * bounded by the server's rate limits.
+   */
+  handshakeMacs = 0;
+  /**
    * Outbound packets dropped because no session or no path existed yet, or
    * (server) no peer has the packet's destination address (also in `noPeer`).
    */
