@@ -234,6 +234,8 @@ export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_BINDTODEVICE = 25;
+/** Attaches a classic BPF program that each arriving datagram must pass (`struct sock_fprog`). */
+export const SO_ATTACH_FILTER = 26;
 /** Like SO_SNDBUF/SO_RCVBUF but above `net.core.[rw]mem_max`; needs CAP_NET_ADMIN. */
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
@@ -408,6 +410,22 @@ export const MSGHDR = {
  * bytes of padding.
  */
 export const MMSGHDR = { size: 64, length: 56 } as const;
+
+/**
+ * Classic BPF, as `SO_ATTACH_FILTER` takes it: `struct sock_filter` is 8
+ * bytes (`u16 code`, `u8 jt`, `u8 jf`, `u32 k`); `struct sock_fprog` is 16
+ * (`unsigned short len`, padding, `struct sock_filter *filter`).
+ */
+export const SOCK_FILTER = { size: 8, code: 0, jt: 2, jf: 3, k: 4 } as const;
+export const SOCK_FPROG = { size: 16, length: 0, filter: 8 } as const;
+/** The BPF instructions we use: load length, load word, jumps, return. */
+export const BPF = {
+  LD_W_LEN: 0x80, // A = skb->len
+  LD_W_ABS: 0x20, // A = big-endian u32 at offset k
+  JGE_K: 0x35, // A >= k ? jt : jf
+  JEQ_K: 0x15, // A == k ? jt : jf
+  RET_K: 0x06, // accept k bytes (0: drop)
+} as const;
 
 /** struct iovec, 16 bytes: `void *iov_base`, `size_t iov_len`. */
 export const IOVEC = { size: 16, base: 0, length: 8 } as const;

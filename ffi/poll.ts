@@ -83,11 +83,15 @@ export class PollReactor implements Reactor, Disposable {
       // Results are not needed: the caller drains every source anyway (a
       // spurious return costs one round of EAGAINs), and the pool thread's
       // errno (EINTR) cannot be read from here.
-      if (performance.now() - this.#lastTurn < EVENT_LOOP_TURN_MS) {
+      const start = performance.now();
+      let rest = timeout;
+      if (start - this.#lastTurn < EVENT_LOOP_TURN_MS) {
         const hot = Math.min(timeout, HOT_WAIT_MS);
         if (this.#libc.poll(this.#pollFds, BigInt(count), hot) !== 0 || hot === timeout) return;
+        // Nothing came: the rest of the timeout is waited cold, not the whole of it again.
+        rest = pollTimeout(timeoutMs - (performance.now() - start));
       }
-      await this.#libc.poll_nonblocking(this.#pollFds, BigInt(count), timeout);
+      await this.#libc.poll_nonblocking(this.#pollFds, BigInt(count), rest);
       this.#lastTurn = performance.now();
     } finally {
       this.#waiting = false;

@@ -20,10 +20,11 @@
  */
 import { Endpoint, formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from "../lib/endpoint.ts";
 import { PermissionError, SystemError, UserError } from "../lib/errors.ts";
-import type { BatchSent, Received, UdpSocket } from "../lib/io.ts";
+import type { BatchSent, DatagramShape, Received, UdpSocket } from "../lib/io.ts";
 import {
   AF_INET,
   AF_INET6,
+  BPF,
   closeQuietly,
   cmsgAlign,
   CMSGHDR,
@@ -45,6 +46,7 @@ import {
   libc,
   MMSGHDR,
   MSGHDR,
+  SO_ATTACH_FILTER,
   SO_BINDTODEVICE,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
@@ -52,6 +54,8 @@ import {
   SO_SNDBUFFORCE,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
+  SOCK_FILTER,
+  SOCK_FPROG,
   SOCK_NONBLOCK,
   SOCKADDR_IN,
   SOCKADDR_IN6,
@@ -82,7 +86,7 @@ const SENDER_CACHE_SIZE = 256;
  * ```
  */
 export function openUdpSocket(
-  opts: { family: 4 | 6; device?: string; bind?: Endpoint },
+  opts: { family: 4 | 6; device?: string; bind?: Endpoint; accept?: DatagramShape },
 ): UdpSocket & Disposable {
   const { family, device } = opts;
   const bind = opts.bind ?? new Endpoint(family === 4 ? "0.0.0.0" : "::", 0);
@@ -114,6 +118,7 @@ export function openUdpSocket(
     if (device !== undefined) bindToDevice(fd, device);
     if (family === 6 && bind.address === "::") setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
     if (answerFromDestination) enablePacketInfo(fd, family, label);
+    if (opts.accept) attachShapeFilter(fd, opts.accept, label);
     if (c.bind(fd, address, address.byteLength) < 0) throw bindError(errno(), bind, label);
     const packetInfo = answerFromDestination ? new PacketInfo(c, family) : undefined;
     return new KernelUdpSocket(fd, family, label, packetInfo);
@@ -777,6 +782,64 @@ function enlargeBuffers(fd: number): void {
       setInt(fd, SOL_SOCKET, plain, SOCKET_BUFFER_BYTES);
     }
   }
+}
+
+/** A UDP header precedes the payload in what a socket filter sees. */
+const UDP_HEADER_SIZE = 8;
+
+/**
+ * The classic BPF program that accepts only datagrams of `shape` (see
+ * `DatagramShape`). A socket filter runs on each datagram before it is
+ * queued, and sees it from the UDP header on:
+ *
+ * ```text
+ *   0        ld   len                  A = UDP header + payload
+ *   1        jge  #8+minLength, 2, drop
+ *   2        ld   [8]                  A = the payload's first word (a shorter one drops)
+ *   3..3+n-1 jeq  #word_i, accept, next
+ *   3+n      ret  #0                   drop
+ *   4+n      ret  #0xffffffff          accept all of it
+ * ```
+ */
+export function shapeFilter(shape: DatagramShape): Uint8Array {
+  const words = shape.firstWords;
+  const program: [number, number, number, number][] = [
+    [BPF.LD_W_LEN, 0, 0, 0],
+    [BPF.JGE_K, 0, 1 + words.length, UDP_HEADER_SIZE + shape.minLength],
+    [BPF.LD_W_ABS, 0, 0, UDP_HEADER_SIZE],
+    ...words.map((word, i): [number, number, number, number] => [
+      BPF.JEQ_K,
+      words.length - i,
+      0,
+      word,
+    ]),
+    [BPF.RET_K, 0, 0, 0],
+    [BPF.RET_K, 0, 0, 0xffff_ffff],
+  ];
+  const bytes = new Uint8Array(new ArrayBuffer(program.length * SOCK_FILTER.size));
+  const view = new DataView(bytes.buffer);
+  program.forEach(([code, jt, jf, k], i) => {
+    const at = i * SOCK_FILTER.size;
+    view.setUint16(at + SOCK_FILTER.code, code, true);
+    view.setUint8(at + SOCK_FILTER.jt, jt);
+    view.setUint8(at + SOCK_FILTER.jf, jf);
+    view.setUint32(at + SOCK_FILTER.k, k, true);
+  });
+  return bytes;
+}
+
+/** Lets the kernel drop, before queueing, every datagram that is not of `shape`. */
+function attachShapeFilter(fd: number, shape: DatagramShape, label: string): void {
+  const filter = shapeFilter(shape);
+  const program = new Uint8Array(new ArrayBuffer(SOCK_FPROG.size));
+  const words = new Uint32Array(program.buffer);
+  new DataView(program.buffer).setUint16(SOCK_FPROG.length, filter.length / SOCK_FILTER.size, true);
+  writePointer(words, SOCK_FPROG.filter / 4, addressOf(filter));
+  if (libc().setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, program, program.byteLength) === 0) {
+    return;
+  }
+  const code = errno();
+  throw new SystemError("setsockopt(SO_ATTACH_FILTER)", code, errnoName(code), label);
 }
 
 /** Asks the kernel for the local address of each datagram (see `PacketInfo`). */

@@ -13,12 +13,13 @@ import type { CipherFactory } from "./crypto.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "./endpoint.ts";
 import { UserError } from "./errors.ts";
 import type { InterfaceInfo } from "./interfaces.ts";
-import type { Clock, Reactor, Tun, UdpSocket } from "./io.ts";
+import type { Clock, DatagramShape, Reactor, Tun, UdpSocket } from "./io.ts";
 import type { StatusReport, StatusSource } from "./link_stats.ts";
 import { type NatSpec, natTableName, tunnelSubnet } from "./nat.ts";
 import { ServerRole } from "./server.ts";
 import { type Counters, Transport } from "./transport.ts";
 import { type Role, Tunnel } from "./tunnel.ts";
+import { inboundShape } from "./wire.ts";
 
 const log = getLogger(["tuxburst"]);
 
@@ -32,7 +33,9 @@ export interface Platform {
     /** `common.tun_addr6`: IPv6 on the device too (otherwise it is off there). */
     address6?: { address: string; prefixLength: number };
   }): Tun;
-  openUdp(options: { family: 4 | 6; device?: string; bind?: Endpoint }): UdpSocket;
+  openUdp(
+    options: { family: 4 | 6; device?: string; bind?: Endpoint; accept?: DatagramShape },
+  ): UdpSocket;
   addDefaultRoute(options: { device: string; gateway: string; metric: number }): void;
   /**
    * Makes strict reverse-path filtering on an uplink loose, because with the
@@ -103,7 +106,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
   const openUplink = (name: string) => {
     let socket: UdpSocket;
     try {
-      socket = platform.openUdp({ family, device: name });
+      socket = platform.openUdp({ family, device: name, accept: inboundShape("client") });
     } catch (error) {
       // A kernel without IPv6: IPv4 server addresses still work.
       if (family !== 6 || !servers.some((s) => s.family === 4) || !/IPv6/.test(String(error))) {
@@ -111,7 +114,7 @@ export async function startClient(config: ClientConfig, platform: Platform): Pro
       }
       log.warn("IPv6 is not available here; using the server's IPv4 addresses only");
       family = 4;
-      socket = platform.openUdp({ family, device: name });
+      socket = platform.openUdp({ family, device: name, accept: inboundShape("client") });
     }
     if (config.routes) {
       const restore = platform.loosenReversePathFilter(name);
@@ -188,7 +191,11 @@ export async function startServer(config: ServerConfig, platform: Platform): Pro
   return await withCleanup([], async (undo) => {
     // Before the UDP port: a second server with the same tun_name gets the clear message.
     const control = await startControl(platform, config.common, undo);
-    const socket = platform.openUdp({ family: config.listen.family, bind: config.listen });
+    const socket = platform.openUdp({
+      family: config.listen.family,
+      bind: config.listen,
+      accept: inboundShape("server"),
+    });
     undo.push(() => socket.close());
     const role = await ServerRole.create({
       socket,

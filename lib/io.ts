@@ -65,6 +65,18 @@ export interface UdpSocket extends Waitable {
   close(): void;
 }
 
+/**
+ * The datagrams a socket wants at all, judged from their first bytes, so the
+ * kernel can drop the rest before they take room in the socket's receive
+ * queue: a flood of garbage must not crowd out the peer's datagrams.
+ */
+export interface DatagramShape {
+  /** Shorter datagrams are dropped. */
+  minLength: number;
+  /** The first 32-bit word (big-endian) must be one of these. */
+  firstWords: readonly number[];
+}
+
 /** What one `sendBatch` call did. */
 export interface BatchSent {
   sent: number;

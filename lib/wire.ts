@@ -78,6 +78,22 @@ export const UNKNOWN_SIZE = 32;
 export const PROBE_BODY_SIZE = 16;
 
 /**
+ * What every message a side can receive looks like from its first bytes,
+ * for the kernel to drop other datagrams before they take room in the
+ * socket's queue (see `DatagramShape` in `io.ts`): at least 32 bytes (the
+ * shortest, an empty transport message or an UNKNOWN_SESSION), and a first
+ * word of one of the receiving side's types with the 3 reserved bytes zero.
+ */
+export function inboundShape(
+  side: "client" | "server",
+): { minLength: number; firstWords: number[] } {
+  const types = side === "server"
+    ? [MessageType.Data, MessageType.Probe, MessageType.Init]
+    : [MessageType.Data, MessageType.ProbeReply, MessageType.Response, MessageType.UnknownSession];
+  return { minLength: TRANSPORT_OVERHEAD, firstWords: types.map((type) => type * 0x100_0000) };
+}
+
+/**
  * Counters stay below 2^53 so they are exact JavaScript numbers; a sender
  * starts a new session long before (at 2^48 packets, years at line rate).
  */

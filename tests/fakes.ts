@@ -11,7 +11,16 @@ import { Endpoint } from "../lib/endpoint.ts";
 import { UserError } from "../lib/errors.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
-import type { BatchSent, Clock, Reactor, Received, Tun, UdpSocket, Waitable } from "../lib/io.ts";
+import type {
+  BatchSent,
+  Clock,
+  DatagramShape,
+  Reactor,
+  Received,
+  Tun,
+  UdpSocket,
+  Waitable,
+} from "../lib/io.ts";
 import type { InterfaceInfo } from "../lib/interfaces.ts";
 import type { NatSpec } from "../lib/nat.ts";
 import { seededRandom } from "../lib/random.ts";
@@ -220,8 +229,17 @@ export class FakeSocket implements UdpSocket {
 
   constructor(readonly network: FakeNetwork, public address: Endpoint, readonly label: string) {}
 
+  /** What the kernel's socket filter lets through (see `DatagramShape`); everything when unset. */
+  shape?: DatagramShape;
+  /** Datagrams the shape filter dropped. */
+  filtered = 0;
+
   enqueue(data: Uint8Array, from: Endpoint): void {
     if (this.closed) return;
+    if (this.shape && !fitsShape(data, this.shape)) {
+      this.filtered++;
+      return;
+    }
     this.#queue.push({ data, from });
     doorbell.ring();
   }
@@ -360,6 +378,13 @@ export class FakeInterfaces {
   }
 }
 
+/** What the BPF program of `ffi/udp.ts`'s `shapeFilter` decides, in TypeScript. */
+export function fitsShape(data: Uint8Array, shape: DatagramShape): boolean {
+  if (data.length < shape.minLength || data.length < 4) return false;
+  const first = new DataView(data.buffer, data.byteOffset, 4).getUint32(0);
+  return shape.firstWords.includes(first);
+}
+
 /** What `fakePlatform`'s `enableNat` was asked to do, and undo, in order. */
 export interface FakeNat {
   enabled: NatSpec[];
@@ -403,9 +428,10 @@ export function fakePlatform(
       });
     },
     openTun: () => tun,
-    openUdp: ({ device, bind }) => {
+    openUdp: ({ device, bind, accept }) => {
       if (device !== undefined && options.interfaces) {
         const socket = options.interfaces.open(network, device);
+        socket.shape = accept;
         sockets.set(device, socket);
         return socket;
       }
@@ -414,10 +440,12 @@ export function fakePlatform(
         if (!address) throw new UserError(`interface ${device} does not exist`);
         const socket = network.open(address, undefined, device);
         socket.sendError = options.sendErrors?.[device] ?? null;
+        socket.shape = accept;
         sockets.set(device, socket);
         return socket;
       }
       const socket = network.open(bind!.address, bind!.port);
+      socket.shape = accept;
       sockets.set(bind!.key, socket);
       return socket;
     },

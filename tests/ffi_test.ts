@@ -623,6 +623,18 @@ kernelTest(
   },
 );
 
+kernelTest(
+  "UDP: the kernel drops datagrams that cannot be messages for this side before queueing them",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("filter");
+    const [r] = await lab.run(ns, ["udp-filter"]);
+    for (const family of ["ipv4", "ipv6"]) {
+      assert.deepEqual(r[family], ["data 32", "probe 48", "init 48"], family);
+    }
+  },
+);
+
 kernelTest("UDP: a missing interface or a taken address is a UserError naming it", async () => {
   await using lab = new Lab();
   const ns = await lab.namespace("udp");
@@ -665,6 +677,8 @@ kernelTest("PollReactor wakes on a readable fd, on timeout, and on wake()", asyn
   const ms = (key: string) => r[key] as number;
   // Generous upper bounds: a shared, loaded machine; the point is "woken" vs "waited 5 s".
   assert.ok(ms("timeout") >= 199 && ms("timeout") < 1000, `timeout 200 ms took ${ms("timeout")}`);
+  // Hot for 20 ms, then cold for the rest: 100 ms in all, not 100 after the 20.
+  assert.ok(ms("hotTimeout") >= 99 && ms("hotTimeout") < 118, `hot 100 ms: ${ms("hotTimeout")}`);
   assert.ok(ms("subMillisecond") < 100, "a 0.01 ms timeout rounds up to 1 ms, not forever");
   assert.ok(ms("wokenByTimer") >= 45 && ms("wokenByTimer") < 1000, `timer: ${ms("wokenByTimer")}`);
   assert.equal(r.timerFired, true, "timers run while poll() blocks");
