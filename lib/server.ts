@@ -15,7 +15,7 @@ import { type Endpoint, parseIpv4 } from "./endpoint.ts";
 import { type AddressKey, destinationOf, sourceOf } from "./ip_header.ts";
 import type { UdpSocket } from "./io.ts";
 import { LinkStats, type PeerStatus, type StatusSource, withFirstShare } from "./link_stats.ts";
-import { TokenBucket } from "./rate_limit.ts";
+import { KeyedTokenBuckets, TokenBucket } from "./rate_limit.ts";
 import { Session } from "./session.ts";
 import type { Path, Transport } from "./transport.ts";
 import type { Destination, Role } from "./tunnel.ts";
@@ -44,6 +44,15 @@ const PENDING_PER_PEER = 4;
  */
 export const HANDSHAKES_PER_SECOND = 50;
 export const UNKNOWN_ANSWERS_PER_SECOND = 20;
+/**
+ * Of that budget, one sender address gets at most this many INITs per second
+ * (a client sends one per uplink per second while it connects; several
+ * clients may share one NAT address), so a flood from one address cannot
+ * keep other clients from connecting.
+ */
+export const HANDSHAKES_PER_SENDER_PER_SECOND = 10;
+/** Senders remembered for that; beyond, the longest silent are forgotten. */
+const HANDSHAKE_SENDERS = 4096;
 
 export interface ServerOptions {
   socket: UdpSocket;
@@ -123,6 +132,11 @@ export class ServerRole implements Role, StatusSource {
   readonly #owners = new WeakMap<Session, PeerState>();
   readonly #sockets: readonly UdpSocket[];
   readonly #handshakeLimit = new TokenBucket(HANDSHAKES_PER_SECOND, HANDSHAKES_PER_SECOND);
+  readonly #handshakesPerSender = new KeyedTokenBuckets(
+    HANDSHAKES_PER_SENDER_PER_SECOND,
+    HANDSHAKES_PER_SENDER_PER_SECOND,
+    HANDSHAKE_SENDERS,
+  );
   readonly #unknownLimit = new TokenBucket(UNKNOWN_ANSWERS_PER_SECOND, UNKNOWN_ANSWERS_PER_SECOND);
   /** Where the next round of unknown-session answers starts, so every peer gets its turn. */
   #unknownCursor = 0;
@@ -284,7 +298,8 @@ export class ServerRole implements Role, StatusSource {
   ): Promise<void> {
     const counters = this.#options.transport.counters;
     if (datagram[0] === MessageType.Init) {
-      if (!this.#handshakeLimit.take(now)) {
+      // The sender's own share first: a flood from one address then leaves the rest to others.
+      if (!this.#handshakesPerSender.take(from.address, now) || !this.#handshakeLimit.take(now)) {
         counters.rateLimited++;
         return;
       }

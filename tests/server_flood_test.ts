@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import { FuzzGenerator } from "../lab/tools/fuzz.ts";
 import { HANDSHAKES_PER_SECOND, ServerRole, UNKNOWN_ANSWERS_PER_SECOND } from "../lib/server.ts";
 import { Transport } from "../lib/transport.ts";
-import { MessageType } from "../lib/wire.ts";
+import { buildInit, INIT_MAC_OFFSET, MessageType } from "../lib/wire.ts";
+import { HandshakeMac, randomBytes, randomSessionId } from "../lib/crypto.ts";
+import { KeyedTokenBuckets } from "../lib/rate_limit.ts";
 import { FakeNetwork } from "./fakes.ts";
 
 Deno.test("server: a flood of bad INITs and unknown sessions costs at most the limits' MACs", async () => {
@@ -56,6 +58,59 @@ function answers(attacker: ReturnType<FakeNetwork["open"]>): number {
   let count = 0;
   for (let received = attacker.receive(buffer); received; received = attacker.receive(buffer)) {
     if (buffer[0] === MessageType.UnknownSession) count++;
+  }
+  return count;
+}
+
+Deno.test("server: a flood of INITs from one address does not keep another client from connecting", async () => {
+  const network = new FakeNetwork();
+  const socket = network.open("192.0.2.1", 40000);
+  const attacker = network.open("198.51.100.7", 5555);
+  const client = network.open("203.0.113.20", 6000);
+  const key = new Uint8Array(32).fill(1);
+  const role = await ServerRole.create({
+    socket,
+    peers: [{ name: "client", key }],
+    pathTimeoutMs: 30_000,
+    transport: new Transport(),
+  });
+  const mac = await HandshakeMac.fromPsk(key);
+  const validInit = async (timestamp: number) => {
+    const init = buildInit(randomSessionId(), randomBytes(), timestamp);
+    init.set(await mac.mac(init.subarray(0, INIT_MAC_OFFSET)), INIT_MAC_OFFSET);
+    return init;
+  };
+  const fuzz = new FuzzGenerator(9, { captured: [], recordedInits: [] }, ["init"]);
+  // 5000 INITs a second from the attacker for 3 s; the client tries once a second, as it does.
+  let answered = 0;
+  for (let i = 0; i < 15_000; i++) {
+    const now = 1000 + i / 5;
+    await role.control(fuzz.next().datagram, socket, attacker.address, now);
+    if (i % 5000 === 2500) {
+      await role.control(await validInit(now), socket, client.address, now);
+      answered += responses(client);
+    }
+  }
+  assert.equal(answered, 3, "every one of the client's handshakes was answered");
+});
+
+Deno.test("KeyedTokenBuckets: each key has its own budget, and the table stays bounded", () => {
+  const buckets = new KeyedTokenBuckets(5, 5, 100);
+  const taken = (key: string, now: number) =>
+    Array.from({ length: 10 }, () => buckets.take(key, now)).filter(Boolean).length;
+  assert.equal(taken("a", 0), 5, "a burst of 5");
+  assert.equal(taken("b", 0), 5, "another key is not affected");
+  assert.equal(taken("a", 1000), 5, "refilled after a second");
+  for (let i = 0; i < 1000; i++) buckets.take(`spoofed ${i}`, 2000);
+  assert.equal(buckets.size, 100);
+});
+
+/** RESPONSE messages waiting at `socket`. */
+function responses(socket: ReturnType<FakeNetwork["open"]>): number {
+  const buffer = new Uint8Array(2048);
+  let count = 0;
+  for (let received = socket.receive(buffer); received; received = socket.receive(buffer)) {
+    if (buffer[0] === MessageType.Response) count++;
   }
   return count;
 }
