@@ -123,54 +123,35 @@ async function withHotplug(fn: (h: Hotplug, lab: Lab) => Promise<void>): Promise
   }
 }
 
-/** Makes link A's veth again, as the lab first made it: addresses, up, cli's default route. */
-async function createLinkA(lab: Lab): Promise<void> {
-  await lab.exec("cli", [
-    "ip",
-    "link",
-    "add",
-    "upa",
-    "type",
-    "veth",
-    "peer",
-    "name",
-    "cli",
-    "netns",
-    lab.nsName("ispA"),
-  ], { check: true });
-  await lab.exec("ispA", ["ip", "-batch", "-"], {
-    stdin: `addr add ${ADDRESSES.ispACli}/24 dev cli\nlink set dev cli up\n`,
-    check: true,
-  });
-  await lab.exec("cli", ["ip", "-batch", "-"], {
-    stdin: `addr add ${ADDRESSES.cliA}/24 dev upa\nlink set dev upa up\n` +
-      `route add default via ${ADDRESSES.ispACli} dev upa metric 100\n`,
-    check: true,
-  });
-}
+/** The two uplinks as the lab first makes them: cli's veth, the ISP's end, and the route's metric. */
+const LINKS = {
+  A: { device: "upa", isp: "ispA", cli: ADDRESSES.cliA, gateway: ADDRESSES.ispACli, metric: 100 },
+  B: { device: "upb", isp: "ispB", cli: ADDRESSES.cliB, gateway: ADDRESSES.ispBCli, metric: 200 },
+} as const;
 
-/** The same for link B. */
-async function createLinkB(lab: Lab): Promise<void> {
+/** Makes a link's veth again, as the lab first made it: addresses, up, cli's default route. */
+async function createLink(lab: Lab, which: keyof typeof LINKS): Promise<void> {
+  const link = LINKS[which];
   await lab.exec("cli", [
     "ip",
     "link",
     "add",
-    "upb",
+    link.device,
     "type",
     "veth",
     "peer",
     "name",
     "cli",
     "netns",
-    lab.nsName("ispB"),
+    lab.nsName(link.isp),
   ], { check: true });
-  await lab.exec("ispB", ["ip", "-batch", "-"], {
-    stdin: `addr add ${ADDRESSES.ispBCli}/24 dev cli\nlink set dev cli up\n`,
+  await lab.exec(link.isp, ["ip", "-batch", "-"], {
+    stdin: `addr add ${link.gateway}/24 dev cli\nlink set dev cli up\n`,
     check: true,
   });
   await lab.exec("cli", ["ip", "-batch", "-"], {
-    stdin: `addr add ${ADDRESSES.cliB}/24 dev upb\nlink set dev upb up\n` +
-      `route add default via ${ADDRESSES.ispBCli} dev upb metric 200\n`,
+    stdin: `addr add ${link.cli}/24 dev ${link.device}\nlink set dev ${link.device} up\n` +
+      `route add default via ${link.gateway} dev ${link.device} metric ${link.metric}\n`,
     check: true,
   });
 }
@@ -195,7 +176,7 @@ Deno.test({
     await lab.exec("cli", ["ip", "link", "del", "upa"], { check: true });
     await h.logged(client, /uplink upa is down/, 5000);
     await sleep(1000);
-    await createLinkA(lab);
+    await createLink(lab, "A");
     await waitUntil(
       `upa up again in the client's log\n${h.describe()}`,
       5000,
@@ -219,7 +200,7 @@ Deno.test(
       await h.waitUp();
       await h.logged(client, /uplink upb cannot be used.*upb does not exist/);
       await h.logged(h.server!, new RegExp(`client path ${ADDRESSES.ispA}:\\d+ learned`));
-      await createLinkB(lab);
+      await createLink(lab, "B");
       const start = Date.now();
       await h.logged(h.server!, new RegExp(`client path ${ADDRESSES.ispB}:\\d+ learned`), 10_000);
       const took = Date.now() - start;
