@@ -205,14 +205,7 @@ export class Transport {
       let next = 0;
       while (next < count) {
         const { sent, error } = socket.sendBatch(datagrams, to, next, count);
-        this.counters.datagramsSent += sent;
-        for (let i = next; i < next + sent; i++) {
-          const stats = paths[i].stats;
-          if (stats) {
-            stats.txBytes += datagrams[i].length;
-            stats.txDatagrams++;
-          }
-        }
+        for (let i = next; i < next + sent; i++) this.#sent(datagrams[i], paths[i]);
         next += sent;
         if (next >= count) break;
         if (error === null && sent > 0) continue; // a short batch: the kernel takes the rest next
@@ -254,15 +247,20 @@ export class Transport {
   sendOne(datagram: Uint8Array, path: Path, onError?: (path: Path, code: string) => void): void {
     const error = path.socket.send(datagram, path.endpoint);
     if (error === null) {
-      this.counters.datagramsSent++;
-      const stats = path.stats;
-      if (stats) {
-        stats.txBytes += datagram.length;
-        stats.txDatagrams++;
-      }
+      this.#sent(datagram, path);
     } else {
       this.counters.sendErrors++;
       onError?.(path, error);
+    }
+  }
+
+  /** Counts a datagram the kernel took, in the totals and in its path's link statistics. */
+  #sent(datagram: Uint8Array, path: Path): void {
+    this.counters.datagramsSent++;
+    const stats = path.stats;
+    if (stats) {
+      stats.txBytes += datagram.length;
+      stats.txDatagrams++;
     }
   }
 
