@@ -39,23 +39,6 @@ const SYMBOLS = {
   /** int bind(int fd, const struct sockaddr *address, socklen_t length); */
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   /**
-   * ssize_t recvfrom(int fd, void *buf, size_t length, int flags,
-   *                  struct sockaddr *from, socklen_t *fromLength);
-   */
-  recvfrom: {
-    parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"],
-    result: "isize",
-  },
-  /**
-   * ssize_t sendto(int fd, const void *buf, size_t length, int flags,
-   *                const struct sockaddr *to, socklen_t toLength);
-   */
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
-  /** ssize_t recvmsg(int fd, struct msghdr *message, int flags); */
-  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  /** ssize_t sendmsg(int fd, const struct msghdr *message, int flags); */
-  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  /**
    * int recvmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags,
    *              struct timespec *timeout);
    */
@@ -244,8 +227,8 @@ export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
 /**
  * Ask for the local address each datagram was sent to, as a control message
- * of `recvmsg` (`struct in_pktinfo` / `struct in6_pktinfo`); the same control
- * message type given to `sendmsg` picks the source address of one datagram.
+ * of `recvmmsg` (`struct in_pktinfo` / `struct in6_pktinfo`); the same control
+ * message type given to `sendmmsg` picks the source address of one datagram.
  * `IPV6_RECVPKTINFO` asks, `IPV6_PKTINFO` is the message (and the old,
  * RFC 2292 name of the option, which is why the two numbers differ).
  */

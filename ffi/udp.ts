@@ -9,12 +9,11 @@
  * (`IP_PKTINFO`/`IPV6_PKTINFO`): routing alone would pick one address per
  * route and the NAT would drop the answers from the others.
  *
- * Per datagram this costs one FFI call and no allocation beyond the result
- * object: the sockaddr and message buffers are reused, a sender's
- * `Endpoint` is built once and found again by its raw bytes, and a
- * destination's sockaddr is encoded once per `Endpoint` object. A server
- * socket copies each datagram it sends once, which costs less than taking
- * the datagram's address.
+ * Every receive and send goes through `recvmmsg`/`sendmmsg` (a single
+ * datagram is a burst of one): one FFI call per burst and no allocation per
+ * datagram: the message vectors are reused, each buffer's address is looked
+ * up once, a sender's `Endpoint` is built once and found again by its raw
+ * bytes, and a destination's sockaddr is encoded once per `Endpoint` object.
  *
  * @module
  */
@@ -42,7 +41,6 @@ import {
   IPV6_PKTINFO,
   IPV6_RECVPKTINFO,
   IPV6_V6ONLY,
-  type Libc,
   libc,
   MMSGHDR,
   MSGHDR,
@@ -120,7 +118,7 @@ export function openUdpSocket(
     if (answerFromDestination) enablePacketInfo(fd, family, label);
     if (opts.accept) attachShapeFilter(fd, opts.accept, label);
     if (c.bind(fd, address, address.byteLength) < 0) throw bindError(errno(), bind, label);
-    const packetInfo = answerFromDestination ? new PacketInfo(c, family) : undefined;
+    const packetInfo = answerFromDestination ? new PacketInfo(family) : undefined;
     return new KernelUdpSocket(fd, family, label, packetInfo);
   } catch (error) {
     closeQuietly(fd);
@@ -166,10 +164,11 @@ interface Destination {
 const NO_LOCAL_ADDRESS = new Uint32Array(0);
 
 /**
- * Errors of `sendmsg` that mean the remembered local address is no longer
- * ours: IPv6 says EINVAL, IPv4 ENETUNREACH (its route lookup finds no
- * interface that holds the source), EADDRNOTAVAIL is the classic name for
- * it. The plain `sendto` that follows tells whether the peer is reachable.
+ * Errors of a send from a chosen source that mean the remembered local
+ * address is no longer ours: IPv6 says EINVAL, IPv4 ENETUNREACH (its route
+ * lookup finds no interface that holds the source), EADDRNOTAVAIL is the
+ * classic name for it. The same datagram is then sent again with the source
+ * left to routing, which tells whether the peer is reachable.
  */
 const SOURCE_GONE: ReadonlySet<number> = new Set([
   Errno.EINVAL,
@@ -183,10 +182,9 @@ class KernelUdpSocket implements UdpSocket, Disposable {
   /** Set on server sockets, which answer each peer from the address it wrote to. */
   readonly #packetInfo: PacketInfo | undefined;
 
-  /** The sender's sockaddr as the kernel wrote it, and its length (in and out). */
-  readonly #from: Uint8Array;
-  readonly #fromWords: Uint32Array;
-  readonly #fromLength = new Uint32Array(1);
+  /** Where `receive` (a batch of one) leaves its datagram's length and sender. */
+  readonly #oneLength = new Uint32Array(1);
+  readonly #oneSender: Endpoint[] = [];
   /**
    * Recent senders by a hash of their raw sockaddr. Not just the last one:
    * a multipath peer's datagrams arrive from each of its paths in turn.
@@ -209,12 +207,6 @@ class KernelUdpSocket implements UdpSocket, Disposable {
   ) {
     this.#fd = fd;
     this.#packetInfo = packetInfo;
-    this.#from = packetInfo?.from ?? new Uint8Array(SOCKADDR_IN6.size);
-    this.#fromWords = new Uint32Array(
-      this.#from.buffer,
-      this.#from.byteOffset,
-      SOCKADDR_IN6.size / 4,
-    );
   }
 
   /** -1 once closed, so a reactor skips it. */
@@ -222,43 +214,16 @@ class KernelUdpSocket implements UdpSocket, Disposable {
     return this.#fd;
   }
 
+  /** One datagram: the same `recvmmsg` path as a burst, with one message. */
   receive(buf: Uint8Array): Received | null {
-    const packetInfo = this.#packetInfo;
-    let length;
-    if (packetInfo) {
-      length = packetInfo.receive(this.#fd, buf);
-    } else {
-      this.#fromLength[0] = SOCKADDR_IN6.size;
-      length = Number(
-        this.#libc.recvfrom(this.#fd, buf, BigInt(buf.byteLength), 0, this.#from, this.#fromLength),
-      );
-    }
-    // EAGAIN: drained. Anything else (a queued ICMP error, a closed socket) is
-    // consumed by this call and says nothing about the next datagram.
-    if (length < 0) return null;
-    const sender = this.#senderOf(this.#from, this.#fromWords);
-    // Every datagram: a peer may write to another of our addresses at any time.
-    if (packetInfo) sender.answerFrom = packetInfo.localAddress(sender.local);
-    return { length, from: sender.endpoint };
+    if (this.receiveBatch([buf], this.#oneLength, this.#oneSender) === 0) return null;
+    return { length: this.#oneLength[0], from: this.#oneSender[0] };
   }
 
+  /** One datagram: the same `sendmmsg` path as a burst, with one message. */
   send(datagram: Uint8Array, to: Endpoint): string | null {
-    if (this.#fd < 0) return "EBADF";
-    const destination = this.#destination(to);
-    if (!destination) return "EAFNOSUPPORT";
-    const address = destination.sockaddr;
-    const packetInfo = this.#packetInfo;
-    const sender = packetInfo && this.#senderAt(destination);
-    if (packetInfo && sender?.answerFrom) {
-      const code = packetInfo.send(this.#fd, datagram, address, sender.local);
-      if (code === 0) return null;
-      if (!SOURCE_GONE.has(code)) return errnoName(code);
-      // Routing chooses until the peer writes to one of our addresses again.
-      sender.answerFrom = false;
-    }
-    const length = BigInt(datagram.byteLength);
-    const sent = this.#libc.sendto(this.#fd, datagram, length, 0, address, address.byteLength);
-    return sent >= 0n ? null : errnoName(errno());
+    const { sent, error } = this.sendBatch([datagram], [to], 0, 1);
+    return sent === 1 ? null : error ?? "EAGAIN";
   }
 
   receiveBatch(buffers: readonly Uint8Array[], lengths: Uint32Array, senders: Endpoint[]): number {
@@ -267,12 +232,14 @@ class KernelUdpSocket implements UdpSocket, Disposable {
     if (this.#fd < 0 || count === 0) return 0;
     for (let i = 0; i < count; i++) vector.prepareReceive(i, buffers[i]);
     const received = this.#libc.recvmmsg(this.#fd, vector.messages[0], count, 0, null);
-    // EAGAIN: drained; other errors were consumed by the call (see `receive`).
+    // EAGAIN: drained. Anything else (a queued ICMP error, a closed socket) is
+    // consumed by this call and says nothing about the next datagram.
     if (received <= 0) return 0;
     const packetInfo = this.#packetInfo;
     for (let i = 0; i < received; i++) {
       lengths[i] = vector.length(i);
       const sender = this.#senderOf(vector.names[i], vector.nameWords[i]);
+      // Every datagram: a peer may write to another of our addresses at any time.
       if (packetInfo) {
         sender.answerFrom = packetInfo.localAddressIn(
           vector.words,
@@ -421,44 +388,11 @@ function sameWords(remembered: Uint32Array, words: Uint32Array, count: number): 
 }
 
 // ---------------------------------------------------------------------------
-// recvmsg/sendmsg with packet info, for server sockets.
+// Packet info (the local address of each datagram), for server sockets.
 
-/**
- * Where the structures of one `recvmsg` or `sendmsg` call live: one
- * off-heap ArrayBuffer, whose memory never moves, so the pointers between
- * them are written once.
- *
- * ```text
- *   0 struct msghdr  (56)  msg_name → 72, msg_iov → 56, msg_control → 104
- *  56 struct iovec   (16)  the datagram: the caller's buffer or a copy
- *  72 sockaddr_in6   (28)  the peer (sockaddr_in uses the first 16)
- * 100 padding         (4)  control messages are 8-aligned
- * 104 control        (72)  room for one IP_PKTINFO (32) and one IPV6_PKTINFO (40) message
- * ```
- */
-const ARENA = {
-  iov: MSGHDR.size,
-  name: MSGHDR.size + IOVEC.size,
-  control: cmsgAlign(MSGHDR.size + IOVEC.size + SOCKADDR_IN6.size),
-  controlRoom: cmsgAlign(CMSGHDR.size + IN_PKTINFO.size) +
-    cmsgAlign(CMSGHDR.size + IN6_PKTINFO.size),
-} as const;
-const ARENA_SIZE = ARENA.control + ARENA.controlRoom;
-
-/**
- * Indexes of the fields written per call in an arena's `Uint32Array`. The
- * `size_t` fields (lengths) are 8 bytes; their high word stays 0.
- */
-const WORD = {
-  nameLength: MSGHDR.nameLength / 4,
-  controlLength: MSGHDR.controlLength / 4,
-  iovBase: (ARENA.iov + IOVEC.base) / 4,
-  iovLength: (ARENA.iov + IOVEC.length) / 4,
-  control: ARENA.control / 4,
-} as const;
-
-/** Room for the largest UDP payload: what a datagram is copied into for `sendmsg`. */
-const MAX_DATAGRAM = 65535;
+/** Room for the control messages of one datagram: one IP_PKTINFO (32) and one IPV6_PKTINFO (40). */
+const CONTROL_ROOM = cmsgAlign(CMSGHDR.size + IN_PKTINFO.size) +
+  cmsgAlign(CMSGHDR.size + IN6_PKTINFO.size);
 
 /** The address of the bytes of a view, as the kernel sees it. Costs about 1 µs. */
 function addressOf(view: Uint8Array): number {
@@ -481,32 +415,14 @@ function writePointer(words: Uint32Array, index: number, address: number): void 
  */
 const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
 
-/** A fresh arena with its fixed pointers in place. */
-function newArena(): { header: Uint8Array; words: Uint32Array; name: Uint8Array } {
-  const buffer = new ArrayBuffer(ARENA_SIZE);
-  const header = new Uint8Array(buffer, 0, MSGHDR.size);
-  const words = new Uint32Array(buffer);
-  const base = addressOf(header);
-  writePointer(words, MSGHDR.name / 4, base + ARENA.name);
-  writePointer(words, MSGHDR.iov / 4, base + ARENA.iov);
-  words[MSGHDR.iovLength / 4] = 1;
-  writePointer(words, MSGHDR.control / 4, base + ARENA.control);
-  return { header, words, name: new Uint8Array(buffer, ARENA.name, SOCKADDR_IN6.size) };
-}
-
 /**
- * `recvmsg` that also learns the local address each datagram was sent to,
- * and `sendmsg` from a chosen local address. An IPv4 socket uses
- * IP_PKTINFO; an IPv6 one IPV6_PKTINFO, which the kernel also gives for
- * IPv4 peers of a dual-stack socket, as `::ffff:a.b.c.d`, and accepts back
- * in that form.
+ * The control messages that tell the local address each datagram was sent
+ * to (`recvmmsg`), and send a datagram from a chosen local address
+ * (`sendmmsg`). An IPv4 socket uses IP_PKTINFO; an IPv6 one IPV6_PKTINFO,
+ * which the kernel also gives for IPv4 peers of a dual-stack socket, as
+ * `::ffff:a.b.c.d`, and accepts back in that form.
  */
 class PacketInfo {
-  readonly #libc: Libc;
-  readonly #in = newArena();
-  readonly #out = newArena();
-  /** `sendmsg` sends this copy: a datagram's address would cost more than copying it. */
-  readonly #outData = new Uint8Array(new ArrayBuffer(MAX_DATAGRAM));
   readonly #level: number;
   readonly #type: number;
   /** CMSG_LEN of the one control message we use. */
@@ -515,8 +431,7 @@ class PacketInfo {
   readonly #addressWord: number;
   readonly #addressWords: number;
 
-  constructor(c: Libc, family: 4 | 6) {
-    this.#libc = c;
+  constructor(family: 4 | 6) {
     const v4 = family === 4;
     this.#level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
     this.#type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
@@ -526,35 +441,11 @@ class PacketInfo {
     // the source. IPv6: ipi6_addr, the destination, then the source.
     this.#addressWord = (CMSGHDR.data + (v4 ? IN_PKTINFO.specDst : IN6_PKTINFO.addr)) / 4;
     this.#addressWords = v4 ? 1 : 4;
-
-    // Sending: one control message, of which only the address changes;
-    // ifindex 0 lets routing pick the interface.
-    const out = this.#out.words;
-    writePointer(out, WORD.iovBase, addressOf(this.#outData));
-    out[WORD.control + CMSGHDR.length / 4] = this.#messageLength;
-    out[WORD.control + CMSGHDR.level / 4] = this.#level;
-    out[WORD.control + CMSGHDR.type / 4] = this.#type;
-    out[WORD.controlLength] = cmsgAlign(this.#messageLength);
-  }
-
-  /** Where `receive` leaves the sender's sockaddr. */
-  get from(): Uint8Array {
-    return this.#in.name;
-  }
-
-  /** `recvmsg` into `buf`: the length, or -1 (errno is set). */
-  receive(fd: number, buf: Uint8Array): number {
-    const words = this.#in.words;
-    writePointer(words, WORD.iovBase, addressOfBytes(buf));
-    words[WORD.iovLength] = buf.byteLength;
-    words[WORD.nameLength] = SOCKADDR_IN6.size;
-    words[WORD.controlLength] = ARENA.controlRoom;
-    return Number(this.#libc.recvmsg(fd, this.#in.header, 0));
   }
 
   /** Room for the control messages of one received datagram. */
   get controlRoom(): number {
-    return ARENA.controlRoom;
+    return CONTROL_ROOM;
   }
 
   /** The control length of one sent datagram with its source address. */
@@ -563,20 +454,12 @@ class PacketInfo {
   }
 
   /**
-   * Copies the local address of the datagram just received into `into`;
-   * false when the kernel gave none (then routing will choose).
-   */
-  localAddress(into: Uint32Array): boolean {
-    const words = this.#in.words;
-    return this.localAddressIn(words, ARENA.control, words[WORD.controlLength], into);
-  }
-
-  /**
-   * The same for control messages the kernel wrote at byte `at` of `words`
-   * (`length` bytes): the local address into `into`, or false.
+   * Copies the local address of a received datagram, from the control
+   * messages the kernel wrote at byte `at` of `words` (`length` bytes),
+   * into `into`; false when the kernel gave none (then routing will choose).
    */
   localAddressIn(words: Uint32Array, at: number, length: number, into: Uint32Array): boolean {
-    const end = at + Math.min(length, ARENA.controlRoom);
+    const end = at + Math.min(length, CONTROL_ROOM);
     while (at + CMSGHDR.size <= end) {
       const messageLength = words[(at + CMSGHDR.length) / 4];
       if (messageLength < CMSGHDR.size || at + messageLength > end) return false; // malformed: trust none
@@ -604,19 +487,6 @@ class PacketInfo {
     for (let i = CMSGHDR.data / 4; i < cmsgAlign(this.#messageLength) / 4; i++) words[word + i] = 0;
     const first = word + this.#addressWord;
     for (let i = 0; i < this.#addressWords; i++) words[first + i] = from[i];
-  }
-
-  /** `sendmsg` of `datagram` to sockaddr `to` from local address `from`: 0, or the errno. */
-  send(fd: number, datagram: Uint8Array, to: Uint8Array, from: Uint32Array): number {
-    if (datagram.byteLength > this.#outData.byteLength) return Errno.EMSGSIZE;
-    this.#outData.set(datagram);
-    const words = this.#out.words;
-    words[WORD.iovLength] = datagram.byteLength;
-    this.#out.name.set(to);
-    words[WORD.nameLength] = to.byteLength;
-    const first = WORD.control + this.#addressWord;
-    for (let i = 0; i < this.#addressWords; i++) words[first + i] = from[i];
-    return this.#libc.sendmsg(fd, this.#out.header, 0) >= 0n ? 0 : errno();
   }
 }
 

@@ -562,7 +562,7 @@ kernelTest(
 );
 
 kernelTest(
-  "UDP: the address to answer from is kept per client and dropped when it goes away; recvmsg fills only the caller's buffer",
+  "UDP: the address to answer from is kept per client and dropped when it goes away; recvmmsg fills only the caller's buffer",
   async () => {
     await using lab = new Lab();
     const ns = await lab.namespace("source");
@@ -586,7 +586,7 @@ kernelTest(
         afterReturn: { sent: null, from: extra },
       }, server);
     }
-    // recvmsg writes where the caller's buffer is, whatever its offset or size.
+    // recvmmsg writes where the caller's buffer is, whatever its offset or size.
     const texts = [0, 1, 2, 3, 4, 5].map((i) => `datagram ${i}`);
     assert.deepEqual(
       byWhat["buffers"],
