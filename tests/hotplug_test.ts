@@ -156,13 +156,24 @@ async function hotplugRig(clientInterfaces: string[], interfaces: FakeInterfaces
   };
 }
 
-Deno.test("hotplug: an uplink deleted and made again (new index) is reopened; the other one never stops", async () => {
+/** A client with wlan0 and lte0, once the server has learned both paths. */
+async function bothUplinksConnected() {
   const interfaces = new FakeInterfaces();
   interfaces.add("wlan0", "192.0.2.10");
   interfaces.add("lte0", "198.51.100.20");
   const r = await hotplugRig(["wlan0", "lte0"], interfaces);
   try {
     await r.until("both paths at the server", () => r.serverPaths().length === 2);
+  } catch (error) {
+    await r.stop();
+    throw error;
+  }
+  return { interfaces, r };
+}
+
+Deno.test("hotplug: an uplink deleted and made again (new index) is reopened; the other one never stops", async () => {
+  const { interfaces, r } = await bothUplinksConnected();
+  try {
     const wlan = () => r.role.uplinks.find((u) => u.name === "wlan0")!;
     const oldSocket = wlan().socket;
     interfaces.remove("wlan0");
@@ -182,12 +193,8 @@ Deno.test("hotplug: an uplink deleted and made again (new index) is reopened; th
 });
 
 Deno.test("hotplug: re-creation between two checks is noticed by the index alone", async () => {
-  const interfaces = new FakeInterfaces();
-  interfaces.add("wlan0", "192.0.2.10");
-  interfaces.add("lte0", "198.51.100.20");
-  const r = await hotplugRig(["wlan0", "lte0"], interfaces);
+  const { interfaces, r } = await bothUplinksConnected();
   try {
-    await r.until("both paths at the server", () => r.serverPaths().length === 2);
     const before = interfaces.index("wlan0");
     interfaces.add("wlan0", "192.0.2.10"); // remove + add at once: same name, new index
     assert.notEqual(interfaces.index("wlan0"), before);
@@ -223,12 +230,8 @@ Deno.test("hotplug: an uplink missing at start is used once it appears", async (
 });
 
 Deno.test("hotplug: a new address is shown to the server at once", async () => {
-  const interfaces = new FakeInterfaces();
-  interfaces.add("wlan0", "192.0.2.10");
-  interfaces.add("lte0", "198.51.100.20");
-  const r = await hotplugRig(["wlan0", "lte0"], interfaces);
+  const { interfaces, r } = await bothUplinksConnected();
   try {
-    await r.until("both paths at the server", () => r.serverPaths().length === 2);
     interfaces.setAddress("wlan0", "192.0.2.99");
     const took = await r.until(
       "the new address at the server",
@@ -242,12 +245,8 @@ Deno.test("hotplug: a new address is shown to the server at once", async () => {
 });
 
 Deno.test("hotplug: an uplink that goes down and up is probed as soon as it is up", async () => {
-  const interfaces = new FakeInterfaces();
-  interfaces.add("wlan0", "192.0.2.10");
-  interfaces.add("lte0", "198.51.100.20");
-  const r = await hotplugRig(["wlan0", "lte0"], interfaces);
+  const { interfaces, r } = await bothUplinksConnected();
   try {
-    await r.until("both paths at the server", () => r.serverPaths().length === 2);
     interfaces.setUp("wlan0", false);
     await r.until("down logged", () => r.logs.some((l) => /wlan0 changed: down/.test(l)), 2500);
     const wlan = r.role.uplinks.find((u) => u.name === "wlan0")!;
