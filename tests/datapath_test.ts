@@ -10,8 +10,8 @@ import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
-import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
-import { ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
+import { resetSync } from "@logtape/logtape";
+import { captureLogs, ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
 const KEY = "5543E0FF".repeat(8);
 const OTHER_KEY = "0123ABCD".repeat(8);
@@ -458,14 +458,7 @@ Deno.test("datapath: the server forgets a client address that falls silent", asy
 });
 
 Deno.test("datapath: an uplink that is down from the start is reported once, and the other one works", async () => {
-  const logs: string[] = [];
-  configureSync({
-    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
-      { category: ["tuxburst"], lowestLevel: "info", sinks: ["memory"] },
-    ],
-  });
+  const logs = captureLogs("info");
   const network = new FakeNetwork();
   const serverPlatform = fakePlatform(network);
   const server = await startServer(serverConfig(), serverPlatform);
@@ -494,14 +487,7 @@ Deno.test("datapath: an uplink that is down from the start is reported once, and
 });
 
 Deno.test("datapath: debug = true logs which copy came first and why later ones were dropped; off logs none", async () => {
-  const logs: string[] = [];
-  configureSync({
-    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
-      { category: ["tuxburst"], lowestLevel: "debug", sinks: ["memory"] },
-    ],
-  });
+  const logs = captureLogs("debug");
   const perPacket = (line: string) => /^inbound \d+:\d+ /.test(line);
   try {
     for (const debug of [false, true]) {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { configureSync, type LogRecord } from "@logtape/logtape";
 import type { Platform } from "../lib/app.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import { UserError } from "../lib/errors.ts";
@@ -383,6 +384,22 @@ export function fitsShape(data: Uint8Array, shape: DatagramShape): boolean {
   if (data.length < shape.minLength || data.length < 4) return false;
   const first = new DataView(data.buffer, data.byteOffset, 4).getUint32(0);
   return shape.firstWords.includes(first);
+}
+
+/**
+ * Sends tuxburst's log (from `level` up) to the returned array, one message
+ * per entry, for tests that check what was logged; `resetSync()` ends it.
+ */
+export function captureLogs(level: "debug" | "info"): string[] {
+  const logs: string[] = [];
+  configureSync({
+    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
+    loggers: [
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
+      { category: ["tuxburst"], lowestLevel: level, sinks: ["memory"] },
+    ],
+  });
+  return logs;
 }
 
 /** What `fakePlatform`'s `enableNat` was asked to do, and undo, in order. */

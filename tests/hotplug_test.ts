@@ -5,7 +5,7 @@
  * interface and route files.
  */
 import assert from "node:assert/strict";
-import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
+import { resetSync } from "@logtape/logtape";
 import { type Running, startClient, startServer } from "../lib/app.ts";
 import type { ClientRole } from "../lib/client.ts";
 import { parseClientConfig, parseServerConfig } from "../lib/config.ts";
@@ -19,7 +19,7 @@ import {
   readInterfaces,
 } from "../lib/interfaces.ts";
 import type { ServerRole } from "../lib/server.ts";
-import { FakeInterfaces, FakeNetwork, fakePlatform } from "./fakes.ts";
+import { captureLogs, FakeInterfaces, FakeNetwork, fakePlatform } from "./fakes.ts";
 
 const KEY = "5543E0FF".repeat(8);
 const SERVER = new Endpoint("203.0.113.1", 40000);
@@ -96,14 +96,7 @@ Deno.test("hotplug: default routes and interfaces are read from the kernel's tex
 
 /** A server and a client on fakes, with the client's interfaces in `interfaces`, and the log. */
 async function hotplugRig(clientInterfaces: string[], interfaces: FakeInterfaces) {
-  const logs: string[] = [];
-  configureSync({
-    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
-      { category: ["tuxburst"], lowestLevel: "info", sinks: ["memory"] },
-    ],
-  });
+  const logs = captureLogs("info");
   const network = new FakeNetwork();
   const serverPlatform = fakePlatform(network);
   const server = await startServer(

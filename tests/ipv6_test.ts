@@ -4,13 +4,13 @@
  * IPv6 default route through the tunnel.
  */
 import assert from "node:assert/strict";
-import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
+import { resetSync } from "@logtape/logtape";
 import { type Platform, startClient, startServer } from "../lib/app.ts";
 import type { ClientRole } from "../lib/client.ts";
 import { parseClientConfig, parseServerConfig } from "../lib/config.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
-import { FakeInterfaces, FakeNetwork, fakePlatform } from "./fakes.ts";
+import { captureLogs, FakeInterfaces, FakeNetwork, fakePlatform } from "./fakes.ts";
 
 const KEY = "5543E0FF".repeat(8);
 const V4 = new Endpoint("203.0.113.1", 40000);
@@ -34,18 +34,6 @@ async function startServerAt(network: FakeNetwork, listen: Endpoint) {
     ),
     fakePlatform(network),
   );
-}
-
-function captureLogs(level: "debug" | "info"): string[] {
-  const logs: string[] = [];
-  configureSync({
-    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
-      { category: ["tuxburst"], lowestLevel: level, sinks: ["memory"] },
-    ],
-  });
-  return logs;
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 3000): Promise<void> {
