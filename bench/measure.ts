@@ -561,9 +561,18 @@ function cpuPercent(before: CpuSample, after: CpuSample): number {
 
 /** Peak resident size (VmHWM) of a process, MiB; undefined when it is gone. */
 export function readPeakRssMiB(pid: number): number | undefined {
+  return readStatusMiB(pid, "VmHWM");
+}
+
+/** Resident size now (VmRSS) of a process, MiB; undefined when it is gone. */
+export function readRssMiB(pid: number): number | undefined {
+  return readStatusMiB(pid, "VmRSS");
+}
+
+function readStatusMiB(pid: number, field: "VmHWM" | "VmRSS"): number | undefined {
   try {
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const match = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status);
     return match ? Number(match[1]) / 1024 : undefined;
   } catch {
     return undefined;

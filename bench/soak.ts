@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { readRssMiB } from "./measure.ts";
 import { parseArgs } from "node:util";
 import { BenchNet, type BenchProcess } from "./net.ts";
 import { PEERS } from "./peers.ts";
@@ -37,15 +38,6 @@ if (!Number.isInteger(seconds) || seconds < 120 || seconds > 3600) {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function rssMiB(pid: number): number | undefined {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return match ? Number(match[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 interface Sample {
   atS: number;
   phase: string;
@@ -66,7 +58,7 @@ const phases: { phase: string; ok: boolean; detail: string }[] = [];
         atS: Math.round((performance.now() - started) / 1000),
         phase,
         rssMiB: running.pids.map((pid) => {
-          const value = rssMiB(pid);
+          const value = readRssMiB(pid);
           return value === undefined ? null : Math.round(value * 10) / 10;
         }),
       });

@@ -16,6 +16,7 @@
  * `TB_FUZZ_SECONDS` (default 25) and `TB_FUZZ_RATE` (datagrams/s, default
  * 20000) size the run; `TB_FUZZ_SEED` repeats one (the seed is printed).
  */
+import { readRssMiB } from "../../bench/measure.ts";
 import assert from "node:assert/strict";
 import { ADDRESSES, Lab, type LabProcess, type PingResult, waitUntil } from "../../lab/lab.ts";
 import type { FuzzReport } from "../../lab/tools/fuzz.ts";
@@ -73,16 +74,6 @@ function exitTotals(stderr: string): Record<string, number> | undefined {
     }
   }
   return undefined;
-}
-
-/** The server's resident size in MiB (VmRSS), or undefined when it is gone. */
-function rssMiB(pid: number): number | undefined {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return match ? Number(match[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** `Udp: … RcvbufErrors` of a namespace: datagrams dropped for a full socket receive buffer. */
@@ -187,7 +178,7 @@ Deno.test({
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const value = rssMiB(server.pid);
+        const value = readRssMiB(server.pid);
         assert.ok(server.running && value !== undefined, `the server exited\n${server.describe()}`);
         rss.push(value);
         await sleep(1000);
