@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { PacketCipher } from "../lib/crypto.ts";
+import { InPlaceCipher } from "../lib/crypto.ts";
 import { nonceFor, TAG_SIZE } from "../lib/wire.ts";
 
 const SYMBOLS = {
@@ -102,7 +102,7 @@ class GcmContext {
  * AES-256-GCM with libcrypto; the same wire result as `WebCryptoCipher`.
  * Not safe to share across threads, which Deno's main thread never does.
  */
-export class OpensslCipher implements PacketCipher {
+export class OpensslCipher extends InPlaceCipher {
   readonly #seal: GcmContext;
   readonly #open: GcmContext;
   readonly #lib: Crypto;
@@ -110,6 +110,7 @@ export class OpensslCipher implements PacketCipher {
   readonly #length = new Int32Array(1);
 
   private constructor(lib: Crypto, key: Uint8Array) {
+    super();
     this.#lib = lib;
     this.#seal = new GcmContext(lib, key, true);
     this.#open = new GcmContext(lib, key, false);
@@ -119,26 +120,6 @@ export class OpensslCipher implements PacketCipher {
   static create(key: Uint8Array): OpensslCipher | undefined {
     const lib = load();
     return lib ? new OpensslCipher(lib, key) : undefined;
-  }
-
-  seal(counter: number, header: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-    return Promise.resolve(this.sealSync(counter, header, plaintext));
-  }
-
-  open(counter: number, header: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null> {
-    return Promise.resolve(this.openSync(counter, header, sealed));
-  }
-
-  sealSync(counter: number, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
-    const out = new Uint8Array(plaintext.length + TAG_SIZE);
-    this.sealInto(counter, header, plaintext, out);
-    return out;
-  }
-
-  openSync(counter: number, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-    if (sealed.length < TAG_SIZE) return null;
-    const out = new Uint8Array(sealed.length - TAG_SIZE);
-    return this.openInto(counter, header, sealed, out) ? out : null;
   }
 
   sealInto(counter: number, header: Uint8Array, plaintext: Uint8Array, out: Uint8Array): void {

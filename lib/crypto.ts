@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { nonceFor, RANDOM_SIZE } from "./wire.ts";
+import { nonceFor, RANDOM_SIZE, TAG_SIZE } from "./wire.ts";
 
 /** Size of the pre-shared key in bytes (256 bits). */
 export const KEY_SIZE = 32;
@@ -57,7 +57,7 @@ export interface PacketCipher {
   /** Returns the plaintext, or `null` when the tag does not verify. */
   open(counter: number, header: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null>;
   /**
-   * Present on ciphers that run on the calling thread (libcrypto): seals into
+   * Present on ciphers that run on the calling thread (libsodium, libcrypto): seals into
    * `out` (ciphertext, then the tag: `plaintext.length + 16` bytes) with no
    * allocation and no promise, which is what a packet's latency and the
    * garbage collector care about.
@@ -65,6 +65,45 @@ export interface PacketCipher {
   sealInto?(counter: number, header: Uint8Array, plaintext: Uint8Array, out: Uint8Array): void;
   /** The same for opening: the plaintext into `out`; false when the tag does not verify. */
   openInto?(counter: number, header: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean;
+}
+
+/**
+ * A cipher that runs on the calling thread (a C library through FFI): it
+ * implements `sealInto`/`openInto`, the promise and new-array forms follow.
+ */
+export abstract class InPlaceCipher implements PacketCipher {
+  abstract sealInto(
+    counter: number,
+    header: Uint8Array,
+    plaintext: Uint8Array,
+    out: Uint8Array,
+  ): void;
+  abstract openInto(
+    counter: number,
+    header: Uint8Array,
+    sealed: Uint8Array,
+    out: Uint8Array,
+  ): boolean;
+
+  seal(counter: number, header: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(this.sealSync(counter, header, plaintext));
+  }
+
+  open(counter: number, header: Uint8Array, sealed: Uint8Array): Promise<Uint8Array | null> {
+    return Promise.resolve(this.openSync(counter, header, sealed));
+  }
+
+  sealSync(counter: number, header: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    const out = new Uint8Array(plaintext.length + TAG_SIZE);
+    this.sealInto(counter, header, plaintext, out);
+    return out;
+  }
+
+  openSync(counter: number, header: Uint8Array, sealed: Uint8Array): Uint8Array | null {
+    if (sealed.length < TAG_SIZE) return null;
+    const out = new Uint8Array(sealed.length - TAG_SIZE);
+    return this.openInto(counter, header, sealed, out) ? out : null;
+  }
 }
 
 /** AES-256-GCM through WebCrypto. */
@@ -142,7 +181,7 @@ export class HandshakeMac {
   }
 }
 
-/** Makes a cipher for one raw 256-bit key (WebCrypto by default, libcrypto from `ffi/`). */
+/** Makes a cipher for one raw 256-bit key (WebCrypto by default; libsodium or libcrypto from `ffi/`). */
 export type CipherFactory = (key: Uint8Array) => PacketCipher | Promise<PacketCipher>;
 
 /** The two ciphers of a session, one per direction. */

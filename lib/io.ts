@@ -88,9 +88,15 @@ export interface Reactor {
   /**
    * Resolves when any of `sources` may be readable, when `timeoutMs` has
    * passed, or when `wake()` is called. Spurious wake-ups are allowed: the
-   * caller drains every source until it returns `null`.
+   * caller drains every `ready` source until it returns `null`.
    */
   wait(sources: readonly Waitable[], timeoutMs: number): Promise<void>;
+  /**
+   * Whether `source`, one of the last `wait()`'s, may have input: `false`
+   * only when that wait saw it idle, so reading it would find nothing. Input
+   * that arrives after the wait makes the next `wait()` return at once.
+   */
+  ready(source: Waitable): boolean;
   /** Ends the current or next `wait()` early; safe from a signal handler. */
   wake(): void;
   /** Idempotent. */

@@ -157,8 +157,10 @@ export class Tunnel {
         const sources: Waitable[] = [this.#tun, ...this.#role.sockets()];
         await this.#reactor.wait(sources, Math.max(0, deadline - this.#clock.now()));
         if (this.#stopped) break;
-        await this.#outbound();
-        await this.#inbound();
+        // Inbound first: a packet written to the TUN is often answered at once (the kernel
+        // answers a ping inside the write), and the answer then leaves in this same wake-up.
+        const delivered = await this.#inbound();
+        if (delivered > 0 || this.#reactor.ready(this.#tun)) await this.#outbound();
         deadline = await this.#role.tick(this.#clock.now());
       }
     } finally {
@@ -197,21 +199,38 @@ export class Tunnel {
         if (datagram instanceof Promise) waiting = true;
         sealed.push(datagram);
         destinations.push(destination);
+        // The first packet of a wake-up leaves at once: the read that finds the TUN
+        // empty would otherwise delay every packet after a pause (a ping, a keystroke).
+        if (burst === 0 && read === 1 && !waiting) this.#send(sealed, destinations);
       }
       // Worker-thread crypto finishes in any order; send in TUN order, or TCP sees reordering.
-      const datagrams = waiting ? await Promise.all(sealed) : sealed as (Uint8Array | undefined)[];
-      for (let i = 0; i < datagrams.length; i++) {
-        const datagram = datagrams[i];
-        if (datagram) this.#transport.queue(datagram, destinations[i].paths());
-      }
-      this.#transport.flush();
+      this.#send(waiting ? await Promise.all(sealed) : sealed, destinations);
       if (read < BATCH_SIZE) return;
     }
   }
 
-  /** Every socket → parse → drop duplicates before crypto → open → first copy to the TUN. */
-  async #inbound(): Promise<void> {
+  /** Queues each sealed datagram for its destination's paths, sends them all, and empties both lists. */
+  #send(
+    sealed: (Uint8Array | undefined | Promise<Uint8Array | undefined>)[],
+    destinations: Destination[],
+  ): void {
+    for (let i = 0; i < sealed.length; i++) {
+      const datagram = sealed[i];
+      if (datagram instanceof Uint8Array) this.#transport.queue(datagram, destinations[i].paths());
+    }
+    this.#transport.flush();
+    sealed.length = 0;
+    destinations.length = 0;
+  }
+
+  /**
+   * Every ready socket → parse → drop duplicates before crypto → open →
+   * first copy to the TUN. Returns how many packets went to the TUN.
+   */
+  async #inbound(): Promise<number> {
+    const before = this.#transport.counters.inboundPackets;
     for (const socket of this.#role.sockets()) {
+      if (!this.#reactor.ready(socket)) continue;
       for (let burst = 0; burst < BURSTS_PER_WAKEUP; burst++) {
         const candidates: Candidate[] = [];
         const control: Promise<void>[] = [];
@@ -239,6 +258,7 @@ export class Tunnel {
         if (read < BATCH_SIZE) break;
       }
     }
+    return this.#transport.counters.inboundPackets - before;
   }
 
   /**

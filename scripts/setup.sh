@@ -5,7 +5,7 @@
 set -euo pipefail
 
 DENO_VERSION=2.9.6
-APT_PACKAGES=(iproute2 nftables iputils-ping tcpdump iperf3 util-linux mptcpize wireguard-go wireguard-tools openvpn openssl)
+APT_PACKAGES=(iproute2 nftables iputils-ping tcpdump iperf3 util-linux mptcpize wireguard-go wireguard-tools openvpn openssl libsodium23)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (sudo bash scripts/setup.sh)" >&2

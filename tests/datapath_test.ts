@@ -10,6 +10,7 @@ import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
 import { OpensslCipher } from "../ffi/openssl.ts";
+import { SodiumCipher } from "../ffi/sodium.ts";
 import { resetSync } from "@logtape/logtape";
 import { captureLogs, ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
@@ -60,6 +61,7 @@ interface Rig {
 }
 
 const CIPHERS: [string, Platform["makeCipher"]][] = [
+  ["libsodium", (key) => SodiumCipher.create(key) ?? WebCryptoCipher.fromRaw(key)],
   ["libcrypto", (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key)],
   ["WebCrypto", WebCryptoCipher.fromRaw],
 ];
@@ -239,7 +241,7 @@ Deno.test("datapath: a send error on one uplink never stops the other", async ()
   }
 });
 
-// Both ciphers: libcrypto answers at once into reused buffers, WebCrypto later and out of order.
+// Every cipher: libsodium and libcrypto answer at once into reused buffers, WebCrypto later and out of order.
 for (const [cipher, makeCipher] of CIPHERS) {
   Deno.test(`datapath (${cipher}): loss, duplication, reordering and corruption on both links: nothing twice, nothing corrupt`, async () => {
     const r = await rig({ seed: 7, makeCipher });

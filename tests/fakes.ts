@@ -10,8 +10,7 @@ import { configureSync, type LogRecord } from "@logtape/logtape";
 import type { Platform } from "../lib/app.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import { UserError } from "../lib/errors.ts";
-import { WebCryptoCipher } from "../lib/crypto.ts";
-import { OpensslCipher } from "../ffi/openssl.ts";
+import { makeFastestCipher } from "../ffi/ciphers.ts";
 import type {
   BatchSent,
   Clock,
@@ -56,12 +55,19 @@ interface Pending {
 
 export class FakeReactor implements Reactor {
   #closed = false;
-  wait(sources: readonly Waitable[], timeoutMs: number): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+  /** The sources the last wait saw without input, as poll()'s revents would say. */
+  #idle = new Set<Waitable>();
+
+  async wait(sources: readonly Waitable[], timeoutMs: number): Promise<void> {
+    if (this.#closed) return;
     // Level-triggered like poll(): data that arrived while the loop was busy (the doorbell
     // rang with nobody waiting) must not wait for the next timeout.
-    if (sources.some((source) => (source as Pending).pending)) return Promise.resolve();
-    return doorbell.wait(timeoutMs);
+    if (!sources.some((source) => (source as Pending).pending)) await doorbell.wait(timeoutMs);
+    this.#idle = new Set(sources.filter((source) => !mayHaveInput(source)));
+  }
+
+  ready(source: Waitable): boolean {
+    return !this.#idle.has(source);
   }
   wake(): void {
     doorbell.ring();
@@ -69,6 +75,11 @@ export class FakeReactor implements Reactor {
   close(): void {
     this.#closed = true;
   }
+}
+
+/** For `ready`: a source without a `pending` flag may always have input. */
+function mayHaveInput(source: Waitable): boolean {
+  return (source as Pending).pending !== false;
 }
 
 /** A TUN whose "kernel side" is a pair of queues the test drives. */
@@ -421,7 +432,7 @@ export function fakePlatform(
     sendErrors?: Record<string, string>;
     /** `enableNat` throws this (a missing uplink, no nftables). */
     natError?: Error;
-    /** Overrides the production cipher (libcrypto), e.g. with WebCrypto's worker threads. */
+    /** Overrides the production cipher (libsodium), e.g. with WebCrypto's worker threads. */
     makeCipher?: Platform["makeCipher"];
     /** Interfaces that come and go (instead of `uplinks`); also gives `listInterfaces`. */
     interfaces?: FakeInterfaces;
@@ -470,8 +481,7 @@ export function fakePlatform(
     addDefaultRoute: () => {},
     loosenReversePathFilter: () => undefined,
     // The cipher production uses, so the data-path tests cover it.
-    makeCipher: options.makeCipher ??
-      ((key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key)),
+    makeCipher: options.makeCipher ?? makeFastestCipher,
     createReactor: () => new FakeReactor(),
     resolveHost: (host) => Promise.reject(new Error(`no DNS in tests (${host})`)),
   };

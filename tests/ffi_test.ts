@@ -670,28 +670,37 @@ kernelTest("UDP: each of several interleaved senders is one Endpoint object", as
   assert.deepEqual(r.replies, [null, null, null, null, null, null]);
 });
 
-kernelTest("PollReactor wakes on a readable fd, on timeout, and on wake()", async () => {
-  await using lab = new Lab();
-  const ns = await lab.namespace("poll");
-  const [r] = await lab.run(ns, ["poll"]);
-  const ms = (key: string) => r[key] as number;
-  // Generous upper bounds: a shared, loaded machine; the point is "woken" vs "waited 5 s".
-  assert.ok(ms("timeout") >= 199 && ms("timeout") < 1000, `timeout 200 ms took ${ms("timeout")}`);
-  // Hot for 20 ms, then cold for the rest: 100 ms in all, not 100 after the 20.
-  assert.ok(ms("hotTimeout") >= 99 && ms("hotTimeout") < 118, `hot 100 ms: ${ms("hotTimeout")}`);
-  assert.ok(ms("subMillisecond") < 100, "a 0.01 ms timeout rounds up to 1 ms, not forever");
-  assert.ok(ms("wokenByTimer") >= 45 && ms("wokenByTimer") < 1000, `timer: ${ms("wokenByTimer")}`);
-  assert.equal(r.timerFired, true, "timers run while poll() blocks");
-  assert.ok(ms("wokenBySignal") < 1000, `signal listener's wake(): ${ms("wokenBySignal")}`);
-  assert.ok(ms("wokenBefore") < 1000, "a wake() before wait() ends the next wait");
-  assert.ok(ms("afterOneWake") >= 99, "one wake() ends one wait only");
-  assert.ok(ms("readable") >= 45 && ms("readable") < 1000, `readable: ${ms("readable")}`);
-  assert.equal(r.received, 1);
-  assert.ok(ms("alreadyReadable") < 1000);
-  assert.ok(ms("closedSourceSkipped") >= 99, "a closed source (fd -1) is not polled");
-  assert.ok(ms("closedWhileWaiting") < 1000, "close() ends a running wait");
-  assert.ok(ms("afterClose") < 100, "wait() after close() returns at once");
-});
+kernelTest(
+  "PollReactor wakes on a readable fd, on timeout, and on wake(), and says which source is ready",
+  async () => {
+    await using lab = new Lab();
+    const ns = await lab.namespace("poll");
+    const [r] = await lab.run(ns, ["poll"]);
+    const ms = (key: string) => r[key] as number;
+    // Generous upper bounds: a shared, loaded machine; the point is "woken" vs "waited 5 s".
+    assert.ok(ms("timeout") >= 199 && ms("timeout") < 1000, `timeout 200 ms took ${ms("timeout")}`);
+    // Hot for 20 ms, then cold for the rest: 100 ms in all, not 100 after the 20.
+    assert.ok(ms("hotTimeout") >= 99 && ms("hotTimeout") < 118, `hot 100 ms: ${ms("hotTimeout")}`);
+    assert.ok(ms("subMillisecond") < 100, "a 0.01 ms timeout rounds up to 1 ms, not forever");
+    assert.ok(
+      ms("wokenByTimer") >= 45 && ms("wokenByTimer") < 1000,
+      `timer: ${ms("wokenByTimer")}`,
+    );
+    assert.equal(r.timerFired, true, "timers run while poll() blocks");
+    assert.ok(ms("wokenBySignal") < 1000, `signal listener's wake(): ${ms("wokenBySignal")}`);
+    assert.ok(ms("wokenBefore") < 1000, "a wake() before wait() ends the next wait");
+    assert.ok(ms("afterOneWake") >= 99, "one wake() ends one wait only");
+    assert.ok(ms("readable") >= 45 && ms("readable") < 1000, `readable: ${ms("readable")}`);
+    assert.equal(r.received, 1);
+    assert.deepEqual(r.readyAfterData, [true, false], "ready: only the socket that has a datagram");
+    assert.ok(ms("alreadyReadable") < 1000);
+    assert.deepEqual(r.readyAfterWake, [false, false], "woken: no source is ready");
+    assert.equal(r.notWaitedFor, true, "a source the wait did not watch may have input");
+    assert.ok(ms("closedSourceSkipped") >= 99, "a closed source (fd -1) is not polled");
+    assert.ok(ms("closedWhileWaiting") < 1000, "close() ends a running wait");
+    assert.ok(ms("afterClose") < 100, "wait() after close() returns at once");
+  },
+);
 
 kernelTest(
   "interfaces: index, up, addresses and default routes as the client's hotplug watch sees them",

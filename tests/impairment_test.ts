@@ -487,6 +487,10 @@ class SimReactor implements Reactor {
     return Promise.resolve();
   }
 
+  ready(_source: Waitable): boolean {
+    return true;
+  }
+
   wake(): void {}
   close(): void {}
 }
