@@ -254,7 +254,9 @@ export class Tunnel {
           }
           candidates.push({ datagram, header, session, socket, from });
         }
-        await Promise.all([this.#openAndDeliver(candidates), ...control]);
+        // Two awaits only when a control message came: the common burst allocates no array.
+        await this.#openAndDeliver(candidates);
+        if (control.length > 0) await Promise.all(control);
         if (read < BATCH_SIZE) break;
       }
     }
@@ -269,17 +271,20 @@ export class Tunnel {
   async #openAndDeliver(candidates: Candidate[]): Promise<void> {
     let pending = candidates;
     while (pending.length > 0) {
-      const round: Candidate[] = [];
-      const later: Candidate[] = [];
-      const inRound = new Map<Session, Set<number>>();
-      for (const candidate of pending) {
-        let counters = inRound.get(candidate.session);
-        if (!counters) inRound.set(candidate.session, counters = new Set());
-        if (counters.has(candidate.header.counter)) {
-          later.push(candidate);
-        } else {
-          counters.add(candidate.header.counter);
-          round.push(candidate);
+      let round = pending;
+      let later: Candidate[] = [];
+      if (pending.length > 1) {
+        round = [];
+        const inRound = new Map<Session, Set<number>>();
+        for (const candidate of pending) {
+          let counters = inRound.get(candidate.session);
+          if (!counters) inRound.set(candidate.session, counters = new Set());
+          if (counters.has(candidate.header.counter)) {
+            later.push(candidate);
+          } else {
+            counters.add(candidate.header.counter);
+            round.push(candidate);
+          }
         }
       }
       let waiting = false;
@@ -312,8 +317,8 @@ export class Tunnel {
         const reply = this.#deliver(candidate, plaintext, now);
         if (reply) replies.push(reply);
       }
-      await Promise.all(replies);
-      pending = later.filter((c) => {
+      if (replies.length > 0) await Promise.all(replies);
+      pending = later.length === 0 ? later : later.filter((c) => {
         if (c.session.window.check(c.header.counter)) return true; // its twin failed: try this copy
         this.#transport.counters.duplicates++;
         if (this.#debug) this.#logCandidate("later copy in the same burst", c);
