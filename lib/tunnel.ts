@@ -214,6 +214,8 @@ export class Tunnel {
     sealed: (Uint8Array | undefined | Promise<Uint8Array | undefined>)[],
     destinations: Destination[],
   ): void {
+    // All sent already: an empty flush would only discard the per-socket queues, made again next packet.
+    if (sealed.length === 0) return;
     for (let i = 0; i < sealed.length; i++) {
       const datagram = sealed[i];
       if (datagram instanceof Uint8Array) this.#transport.queue(datagram, destinations[i].paths());
@@ -272,7 +274,7 @@ export class Tunnel {
     let pending = candidates;
     while (pending.length > 0) {
       let round = pending;
-      let later: Candidate[] = [];
+      const later: Candidate[] = [];
       if (pending.length > 1) {
         round = [];
         const inRound = new Map<Session, Set<number>>();
