@@ -12,8 +12,7 @@
  *
  * @module
  */
-import { OpensslCipher } from "../ffi/openssl.ts";
-import { SodiumCipher } from "../ffi/sodium.ts";
+import { FFI_CIPHERS } from "../ffi/ciphers.ts";
 import { randomBytes } from "../lib/crypto.ts";
 
 const SAMPLES = 300;
@@ -51,19 +50,15 @@ const back = new Uint8Array(2000);
 const rows: [string, () => unknown][] = [["nothing (baseline)", () => {}]];
 rows.push(["one FFI system call (getppid)", () => libc.getppid()]);
 rows.push(["performance.now()", () => performance.now()]);
-for (
-  const [name, cipher] of [
-    ["libsodium", SodiumCipher.create(key)],
-    ["libcrypto", OpensslCipher.create(key)],
-  ] as const
-) {
+for (const { library, create } of FFI_CIPHERS) {
+  const cipher = create(key);
   if (!cipher) {
-    console.error(`${name}: not available here, skipped`);
+    console.error(`${library}: not available here, skipped`);
     continue;
   }
   const sealed = cipher.sealSync(1, header, ping);
-  rows.push([`${name}: seal an 84-byte ping`, () => cipher.sealInto(1, header, ping, out)]);
-  rows.push([`${name}: open an 84-byte ping`, () => cipher.openInto(1, header, sealed, back)]);
+  rows.push([`${library}: seal an 84-byte ping`, () => cipher.sealInto(1, header, ping, out)]);
+  rows.push([`${library}: open an 84-byte ping`, () => cipher.openInto(1, header, sealed, back)]);
 }
 
 const results = rows.map(([name, operation]) => ({ name, ...measure(operation) }));

@@ -5,7 +5,7 @@
  */
 import { createCipheriv } from "node:crypto";
 import { OpensslCipher } from "../ffi/openssl.ts";
-import { SodiumCipher } from "../ffi/sodium.ts";
+import { FFI_CIPHERS } from "../ffi/ciphers.ts";
 import { randomBytes, WebCryptoCipher } from "../lib/crypto.ts";
 import { nonceFor } from "../lib/wire.ts";
 
@@ -13,7 +13,6 @@ const key = randomBytes(32);
 const header = randomBytes(16);
 const packet = randomBytes(1400);
 const openssl = OpensslCipher.create(key);
-const sodium = SodiumCipher.create(key);
 const out = new Uint8Array(packet.length + 16);
 const web = await WebCryptoCipher.fromRaw(key);
 const batch = 64;
@@ -29,19 +28,13 @@ if (openssl) {
   );
 }
 
-if (sodium) {
-  Deno.bench("libsodium via FFI, synchronous, into a reused buffer (per packet)", {
+for (const { library, create } of FFI_CIPHERS) {
+  const cipher = create(key);
+  if (!cipher) continue;
+  Deno.bench(`${library} via FFI, synchronous, into a reused buffer (per packet)`, {
     group: "seal",
   }, () => {
-    sodium.sealInto(counter++, header, packet, out);
-  });
-}
-
-if (openssl) {
-  Deno.bench("libcrypto via FFI, synchronous, into a reused buffer (per packet)", {
-    group: "seal",
-  }, () => {
-    openssl.sealInto(counter++, header, packet, out);
+    cipher.sealInto(counter++, header, packet, out);
   });
 }
 

@@ -5,17 +5,45 @@
  *
  * @module
  */
-import { type CipherFactory, WebCryptoCipher } from "../lib/crypto.ts";
+import { type CipherFactory, type InPlaceCipher, WebCryptoCipher } from "../lib/crypto.ts";
 import { opensslAvailable, OpensslCipher } from "./openssl.ts";
 import { sodiumAvailable, SodiumCipher } from "./sodium.ts";
 
-/** Makes a session cipher with the fastest library available. */
-export const makeFastestCipher: CipherFactory = (key) =>
-  SodiumCipher.create(key) ?? OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key);
+/** A C library's cipher, usable where `available()` says so. */
+export interface FfiCipher {
+  library: string;
+  /** The Debian package that brings it. */
+  debianPackage: string;
+  available(): boolean;
+  create(key: Uint8Array): InPlaceCipher | undefined;
+}
+
+/** The C libraries in order of preference: libsodium's one call per packet first (README, "Crypto"). */
+export const FFI_CIPHERS: readonly FfiCipher[] = [
+  {
+    library: "libsodium",
+    debianPackage: "libsodium23",
+    available: sodiumAvailable,
+    create: SodiumCipher.create,
+  },
+  {
+    library: "libcrypto",
+    debianPackage: "libssl3",
+    available: opensslAvailable,
+    create: OpensslCipher.create,
+  },
+];
+
+/** Makes a session cipher with the first library of `FFI_CIPHERS` available, else WebCrypto. */
+export const makeFastestCipher: CipherFactory = (key) => {
+  for (const cipher of FFI_CIPHERS) {
+    const made = cipher.create(key);
+    if (made) return made;
+  }
+  return WebCryptoCipher.fromRaw(key);
+};
 
 /** Which library `makeFastestCipher` uses here, for the start-up log. */
 export function fastestCipherName(): string {
-  if (sodiumAvailable()) return "libsodium";
-  if (opensslAvailable()) return "libcrypto";
-  return "WebCrypto";
+  return FFI_CIPHERS.find((cipher) => cipher.available())?.library ?? "WebCrypto";
 }

@@ -11,6 +11,7 @@
  */
 import { InPlaceCipher } from "../lib/crypto.ts";
 import { nonceFor, TAG_SIZE } from "../lib/wire.ts";
+import { openFirst } from "./libc.ts";
 
 const SYMBOLS = {
   // EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void);
@@ -58,16 +59,7 @@ let library: Crypto | null | undefined;
 
 /** libcrypto, or `null` when it cannot be loaded (then WebCrypto is used). */
 function load(): Crypto | null {
-  if (library !== undefined) return library;
-  for (const name of ["libcrypto.so.3", "libcrypto.so"]) {
-    try {
-      library = Deno.dlopen(name, SYMBOLS).symbols;
-      return library;
-    } catch {
-      // try the next name
-    }
-  }
-  library = null;
+  if (library === undefined) library = openFirst(["libcrypto.so.3", "libcrypto.so"], SYMBOLS);
   return library;
 }
 

@@ -21,6 +21,7 @@
  */
 import { InPlaceCipher } from "../lib/crypto.ts";
 import { nonceFor, TAG_SIZE } from "../lib/wire.ts";
+import { addressOf, openFirst } from "./libc.ts";
 
 const SYMBOLS = {
   // int sodium_init(void);
@@ -79,18 +80,10 @@ let library: Sodium | null | undefined;
 /** libsodium with a usable AES-GCM, or `null` (not installed, or the CPU lacks AES-NI). */
 function load(): Sodium | null {
   if (library !== undefined) return library;
-  library = null;
-  for (const name of ["libsodium.so.23", "libsodium.so"]) {
-    let lib: Sodium;
-    try {
-      lib = Deno.dlopen(name, SYMBOLS).symbols;
-    } catch {
-      continue; // try the next name
-    }
-    // sodium_init: 0 done now, 1 already done, -1 failed.
-    if (lib.sodium_init() >= 0 && lib.crypto_aead_aes256gcm_is_available() === 1) library = lib;
-    break;
-  }
+  const lib = openFirst(["libsodium.so.23", "libsodium.so"], SYMBOLS);
+  // sodium_init: 0 done now, 1 already done, -1 failed.
+  const usable = lib && lib.sodium_init() >= 0 && lib.crypto_aead_aes256gcm_is_available() === 1;
+  library = usable ? lib : null;
   return library;
 }
 
@@ -111,10 +104,7 @@ export class SodiumCipher extends InPlaceCipher {
     this.#lib = lib;
     const size = Number(lib.crypto_aead_aes256gcm_statebytes());
     const memory = new Uint8Array(size + STATE_ALIGNMENT);
-    const address = Number(
-      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(memory))) % BigInt(STATE_ALIGNMENT),
-    );
-    const skip = (STATE_ALIGNMENT - address) % STATE_ALIGNMENT;
+    const skip = (STATE_ALIGNMENT - addressOf(memory) % STATE_ALIGNMENT) % STATE_ALIGNMENT;
     this.#state = memory.subarray(skip, skip + size);
     if (lib.crypto_aead_aes256gcm_beforenm(this.#state, key as Uint8Array<ArrayBuffer>) !== 0) {
       throw new Error("crypto_aead_aes256gcm_beforenm failed");

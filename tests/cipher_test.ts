@@ -1,32 +1,15 @@
 import assert from "node:assert/strict";
-import { opensslAvailable, OpensslCipher } from "../ffi/openssl.ts";
-import { sodiumAvailable, SodiumCipher } from "../ffi/sodium.ts";
-import { type InPlaceCipher, randomBytes, WebCryptoCipher } from "../lib/crypto.ts";
+import { FFI_CIPHERS } from "../ffi/ciphers.ts";
+import { randomBytes, WebCryptoCipher } from "../lib/crypto.ts";
 
-/** The FFI ciphers, each tested against WebCrypto; a missing library is skipped with its package. */
-const CIPHERS: {
-  name: string;
-  available: boolean;
-  missing: string;
-  create(key: Uint8Array): InPlaceCipher | undefined;
-}[] = [
-  {
-    name: "libsodium",
-    available: sodiumAvailable(),
-    missing: "libsodium.so.23 not found (Debian package libsodium23) or no AES-NI",
-    create: SodiumCipher.create,
-  },
-  {
-    name: "libcrypto",
-    available: opensslAvailable(),
-    missing: "libcrypto.so.3 not found (Debian package libssl3)",
-    create: OpensslCipher.create,
-  },
-];
-
-for (const { name, available, missing, create } of CIPHERS) {
-  const ignore = !available;
-  if (ignore) console.log(`${name} cipher tests skipped: ${missing}`);
+// Each FFI cipher against WebCrypto; a missing library is skipped with its package.
+for (const { library: name, debianPackage, available, create } of FFI_CIPHERS) {
+  const ignore = !available();
+  if (ignore) {
+    console.log(
+      `${name} cipher tests skipped: not installed (${debianPackage}) or not usable here`,
+    );
+  }
 
   Deno.test(
     { name: `${name}: same bytes as WebCrypto AES-256-GCM, both ways`, ignore },

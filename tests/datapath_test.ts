@@ -9,8 +9,7 @@ import type { ClientRole } from "../lib/client.ts";
 import { Endpoint } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
 import { WebCryptoCipher } from "../lib/crypto.ts";
-import { OpensslCipher } from "../ffi/openssl.ts";
-import { SodiumCipher } from "../ffi/sodium.ts";
+import { FFI_CIPHERS } from "../ffi/ciphers.ts";
 import { resetSync } from "@logtape/logtape";
 import { captureLogs, ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
@@ -61,8 +60,10 @@ interface Rig {
 }
 
 const CIPHERS: [string, Platform["makeCipher"]][] = [
-  ["libsodium", (key) => SodiumCipher.create(key) ?? WebCryptoCipher.fromRaw(key)],
-  ["libcrypto", (key) => OpensslCipher.create(key) ?? WebCryptoCipher.fromRaw(key)],
+  ...FFI_CIPHERS.map(({ library, create }): [string, Platform["makeCipher"]] => [
+    library,
+    (key) => create(key) ?? WebCryptoCipher.fromRaw(key),
+  ]),
   ["WebCrypto", WebCryptoCipher.fromRaw],
 ];
 
