@@ -10,6 +10,7 @@
  * @module
  */
 import { ADDRESSES, type BenchNet, type BenchProcess } from "./net.ts";
+import { tuxburstCommand } from "../lab/lab.ts";
 
 /** The paths, in the order they are measured and shown. */
 export const PEER_IDS = ["plain", "wireguard", "openvpn", "tuxburst1", "tuxburst2"] as const;
@@ -50,7 +51,6 @@ export interface StopReport {
   counters?: Record<string, Record<string, number>>;
 }
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The plain link: no tunnel, link A. */
@@ -150,17 +150,8 @@ function tuxburst(uplinks: string[]): Peer {
           `interfaces = ${JSON.stringify(uplinks)}\nkeepalive = 1\n`,
         { mode: 0o600 },
       );
-      const run = (role: "serve" | "connect", config: string) => [
-        Deno.execPath(),
-        "run",
-        "-A",
-        MAIN,
-        role,
-        "-c",
-        config,
-        "--log-format",
-        "json",
-      ];
+      const run = (role: "serve" | "connect", config: string) =>
+        tuxburstCommand(role, "-c", config, "--log-format", "json");
       const processes = [
         net.spawn("server", run("serve", server), { boundS, label: "tuxburst serve" }),
         net.spawn("client", run("connect", client), { boundS, label: "tuxburst connect" }),

@@ -142,9 +142,9 @@ async function runBenchmark(options: Options): Promise<BenchResult> {
     };
   });
   const runnable = rows.filter((row) => row.status === "ok");
-  const idlePings = options.quick ? 100 : 300;
-  // Six iperf3 tests with their setup (two beside a flood), the idle ping, and the tunnel's start.
-  const setSeconds = 6 * (options.seconds + 1) + idlePings / 100 + 9;
+  const idlePings = options.quick ? 50 : 300;
+  // Six iperf3 tests with their setup (two beside a flood), two idle pings, and the tunnel's start.
+  const setSeconds = 6 * (options.seconds + 1) + 2 * idlePings / 100 + 9;
   const boundS = 6 * (options.seconds + 40) + 180;
   const total = runnable.length * options.reps;
   progress(

@@ -8,12 +8,18 @@
  *
  * @module
  */
-import { ADDRESSES, Lab, type LabProcess, TOOLS_DIR, waitUntil } from "../lab/lab.ts";
+import {
+  ADDRESSES,
+  Lab,
+  type LabProcess,
+  TOOLS_DIR,
+  tuxburstCommand,
+  waitUntil,
+} from "../lab/lab.ts";
 import type { DemoOptions } from "./options.ts";
 import type { LinkId, PathId, PathSamples, StallWindow } from "./measure.ts";
 import { ImpairerStream, PingStream, TrafficStream } from "./streams.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const TUNNEL_PORT = 40000;
 /** The server's and the client's tunnel addresses. */
 const SERVER_TUN = "10.99.0.1";
@@ -134,7 +140,7 @@ export async function runDemo(options: DemoOptions, progress: Progress): Promise
   await Deno.writeTextFile(serverConfig, serverToml(key));
   await Deno.writeTextFile(clientConfig, clientToml(key));
   progress.say("starting tuxburst serve on srv and tuxburst connect on cli");
-  const server = lab.spawn("srv", deno(MAIN, ["serve", "-c", serverConfig]), {
+  const server = lab.spawn("srv", tuxburstCommand("serve", "-c", serverConfig), {
     label: "tuxburst serve",
   });
   const tcpServer = lab.tool("srv", "traffic.ts", [
@@ -191,7 +197,7 @@ export async function runDemo(options: DemoOptions, progress: Progress): Promise
     const { stdout } = await lab.exec("srv", ["ss", "-Hunl", `sport = :${TUNNEL_PORT}`]);
     return stdout.includes(`:${TUNNEL_PORT}`);
   });
-  const client = lab.spawn("cli", deno(MAIN, ["connect", "-c", clientConfig]), {
+  const client = lab.spawn("cli", tuxburstCommand("connect", "-c", clientConfig), {
     label: "tuxburst connect",
   });
   const upSince = Date.now();

@@ -58,6 +58,7 @@
  * @module
  */
 import { cleanUpOnInterrupt } from "./interrupt.ts";
+import { V8_FLAGS } from "../lib/v8_flags.ts";
 
 /** The namespaces of every lab, by role. */
 export const NAMESPACES = ["cli", "ispA", "ispB", "inet", "srv", "web"] as const;
@@ -195,6 +196,25 @@ export const IMPAIR_TOOL = new URL("../tools/impair.ts", import.meta.url).pathna
 /** The TUN device of the impairment program, and the routing table that sends a wire's traffic into it. */
 const IMPAIR_TUN = "imp0";
 const IMPAIR_TABLE = 100;
+
+/** tuxburst's entry point in this checkout. */
+export const TUXBURST_MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/**
+ * The command that runs `tuxburst <args>` from this checkout the way users
+ * run it: with the V8 flags that `deno task serve|connect` and the built
+ * executable pass (`lib/v8_flags.ts`).
+ */
+export function tuxburstCommand(...args: string[]): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    `--v8-flags=${V8_FLAGS.join(",")}`,
+    TUXBURST_MAIN,
+    ...args,
+  ];
+}
 
 /** Directory of the helper programs (`tools/*.ts`) that run inside namespaces. */
 export const TOOLS_DIR = new URL("./tools/", import.meta.url).pathname;

@@ -4,6 +4,7 @@
  * reached and is not cached, the test is skipped and says why.
  */
 import assert from "node:assert/strict";
+import { V8_FLAGS } from "../lib/v8_flags.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENORT = `denort-${Deno.build.arch}-unknown-linux-gnu.zip`;
@@ -44,7 +45,14 @@ Deno.test(
     try {
       const output = `${dir}/tuxburst`;
       const compile = await new Deno.Command(Deno.execPath(), {
-        args: ["compile", "--allow-all", "--output", output, `${ROOT}/main.ts`],
+        args: [
+          "compile",
+          "--allow-all",
+          `--v8-flags=${V8_FLAGS.join(",")}`,
+          "--output",
+          output,
+          `${ROOT}/main.ts`,
+        ],
         cwd: ROOT,
         stderr: "piped",
         signal: AbortSignal.timeout(180_000),

@@ -126,6 +126,8 @@ const POSITIVE: (keyof Figures)[] = [
   "tcp4Mbps",
   "udp1300Kpps",
   "udp64Kpps",
+  "pingStartP50Ms",
+  "pingStartP99Ms",
   "pingIdleP50Ms",
   "pingIdleP99Ms",
   "pingLoadedP50Ms",

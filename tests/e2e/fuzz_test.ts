@@ -18,11 +18,17 @@
  */
 import { readRssMiB } from "../../bench/measure.ts";
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type PingResult, waitUntil } from "../../lab/lab.ts";
+import {
+  ADDRESSES,
+  Lab,
+  type LabProcess,
+  type PingResult,
+  tuxburstCommand,
+  waitUntil,
+} from "../../lab/lab.ts";
 import type { FuzzReport } from "../../lab/tools/fuzz.ts";
 import { HANDSHAKES_PER_SECOND, UNKNOWN_ANSWERS_PER_SECOND } from "../../lib/server.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const SERVER = `${ADDRESSES.srv}:${PORT}`;
 const WEB = ADDRESSES.web;
@@ -132,7 +138,7 @@ Deno.test({
   const tuxburst = (
     role: "serve" | "connect",
     config: string,
-  ) => [Deno.execPath(), "run", "-A", MAIN, role, "-c", config, "--log-format", "json"];
+  ) => tuxburstCommand(role, "-c", config, "--log-format", "json");
 
   const serverStarted = performance.now();
   const server = lab.spawn("srv", tuxburst("serve", serverConfig), { label: "tuxburst serve" });

@@ -6,9 +6,8 @@
  * namespaces.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, waitUntil } from "../../lab/lab.ts";
+import { ADDRESSES, Lab, type LabProcess, tuxburstCommand, waitUntil } from "../../lab/lab.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const WEB = ADDRESSES.web;
 const DEBUG = Deno.env.get("TB_E2E_DEBUG") === "1";
@@ -47,15 +46,7 @@ class Hotplug {
       `[common]\ntun_addr = "10.99.0.1/30"\ndebug = ${DEBUG}\n` +
         `[server]\nlisten = "0.0.0.0:${PORT}"\nkey = "${this.key}"\n`,
     );
-    const server = this.lab.spawn("srv", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "-c",
-      config,
-    ], {
+    const server = this.lab.spawn("srv", tuxburstCommand("serve", "-c", config), {
       label: "tuxburst serve",
     });
     this.server = server;
@@ -77,7 +68,7 @@ class Hotplug {
     );
     const client = this.lab.spawn(
       "cli",
-      [Deno.execPath(), "run", "-A", MAIN, "connect", "-c", config],
+      tuxburstCommand("connect", "-c", config),
       { label: "tuxburst connect" },
     );
     this.client = client;

@@ -7,9 +7,15 @@
  * only the server may reach. Root only.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, ADDRESSES6, Lab, type LabProcess, waitUntil } from "../../lab/lab.ts";
+import {
+  ADDRESSES,
+  ADDRESSES6,
+  Lab,
+  type LabProcess,
+  tuxburstCommand,
+  waitUntil,
+} from "../../lab/lab.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const DEBUG = Deno.env.get("TB_E2E_DEBUG") === "1";
 
@@ -52,7 +58,7 @@ Deno.test({
       `[common]\ntun_addr = "10.99.0.1/30"\ntun_addr6 = "fd99::1/64"\ndebug = ${DEBUG}\n` +
         `[server]\nlisten = "[::]:${PORT}"\nkey = "${key}"\n`,
     );
-    server = lab.spawn("srv", [Deno.execPath(), "run", "-A", MAIN, "serve", "-c", serverConfig], {
+    server = lab.spawn("srv", tuxburstCommand("serve", "-c", serverConfig), {
       label: "tuxburst serve",
     });
     await waitUntil("tuxburst serve to bind", 15_000, async () => {
@@ -70,7 +76,7 @@ Deno.test({
         `key = "${key}"\ninterfaces = ["upa", "upb"]\nkeepalive = 1\n` +
         `[client.routes]\ntun_gateway = "10.99.0.1"\ntun_gateway6 = "fd99::1"\n`,
     );
-    client = lab.spawn("cli", [Deno.execPath(), "run", "-A", MAIN, "connect", "-c", clientConfig], {
+    client = lab.spawn("cli", tuxburstCommand("connect", "-c", clientConfig), {
       label: "tuxburst connect",
     });
 

@@ -5,9 +5,8 @@
  * only through what tuxburst sets up. Root only.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type NsName } from "../../lab/lab.ts";
+import { ADDRESSES, Lab, type LabProcess, type NsName, tuxburstCommand } from "../../lab/lab.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const WEB = ADDRESSES.web;
 const TUN = "tuxburst0";
@@ -80,7 +79,7 @@ ${nat === undefined ? "" : `nat = "${nat}"`}
   }
 
   command(role: "serve" | "connect", config: string): string[] {
-    return [Deno.execPath(), "run", "-A", MAIN, role, "-c", config];
+    return tuxburstCommand(role, "-c", config);
   }
 
   spawn(ns: NsName, role: "serve" | "connect", config: string): LabProcess {

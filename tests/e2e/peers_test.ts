@@ -9,9 +9,15 @@
  * Set `TB_E2E_DEBUG=1` to run tuxburst with `debug = true`.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type NsName, type PingResult } from "../../lab/lab.ts";
+import {
+  ADDRESSES,
+  Lab,
+  type LabProcess,
+  type NsName,
+  type PingResult,
+  tuxburstCommand,
+} from "../../lab/lab.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const SERVER = `${ADDRESSES.srv}:${PORT}`;
 const SERVER_TUN = "10.99.0.1";
@@ -92,7 +98,7 @@ class Rig {
   }
 
   spawn(ns: NsName, role: "serve" | "connect", config: string, label: string): LabProcess {
-    const process = this.lab.spawn(ns, [Deno.execPath(), "run", "-A", MAIN, role, "-c", config], {
+    const process = this.lab.spawn(ns, tuxburstCommand(role, "-c", config), {
       label,
     });
     this.all.push(process);
@@ -122,7 +128,7 @@ Deno.test({
     const phoneKeyFile = `${lab.dir}/phone.key`;
     const generated = await lab.exec(
       "srv",
-      [Deno.execPath(), "run", "-A", MAIN, "gen-key", "-o", phoneKeyFile],
+      tuxburstCommand("gen-key", "-o", phoneKeyFile),
       { check: true, timeoutMs: 20_000 },
     );
     const phoneKey = generated.stdout.trim();

@@ -9,10 +9,16 @@
  * `tuxburst0`) and concurrent labs never share `/run/tuxburst`.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, type NsName, waitUntil } from "../../lab/lab.ts";
+import {
+  ADDRESSES,
+  Lab,
+  type LabProcess,
+  type NsName,
+  tuxburstCommand,
+  waitUntil,
+} from "../../lab/lab.ts";
 import type { LinkStatus, StatusReport } from "../../lib/link_stats.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const TUN = "tuxburst0";
 const DEBUG = Deno.env.get("TB_E2E_DEBUG") === "1";
@@ -44,7 +50,7 @@ function configs(key: string): { server: string; client: string } {
 
 /** `tuxburst status` in `ns`, bounded; fails the test on anything but exit 0. */
 async function status(lab: Lab, ns: NsName, args: string[] = ["--json"]): Promise<string> {
-  const result = await lab.exec(ns, [Deno.execPath(), "run", "-A", MAIN, "status", ...args], {
+  const result = await lab.exec(ns, tuxburstCommand("status", ...args), {
     timeoutMs: 20_000,
   });
   assert.equal(result.code, 0, `tuxburst status ${args.join(" ")} in ${ns}: ${result.stderr}`);
@@ -82,15 +88,7 @@ Deno.test({
   const processes: LabProcess[] = [];
   const describe = () => processes.map((p) => p.describe()).join("\n");
   try {
-    const server = lab.spawn("srv", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "-c",
-      serverConfig,
-    ], {
+    const server = lab.spawn("srv", tuxburstCommand("serve", "-c", serverConfig), {
       label: "tuxburst serve",
     });
     processes.push(server);
@@ -99,15 +97,9 @@ Deno.test({
       const { stdout } = await lab.exec("srv", ["ss", "-Hunl", `sport = :${PORT}`]);
       return stdout.includes(`:${PORT}`);
     });
-    const client = lab.spawn("cli", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "connect",
-      "-c",
-      clientConfig,
-    ], { label: "tuxburst connect" });
+    const client = lab.spawn("cli", tuxburstCommand("connect", "-c", clientConfig), {
+      label: "tuxburst connect",
+    });
     processes.push(client);
     await waitUntil(`the tunnel to carry a ping\n${describe()}`, 20_000, async () => {
       if (!client.running) throw new Error(`tuxburst connect exited\n${describe()}`);
@@ -126,15 +118,9 @@ Deno.test({
     }
 
     // A second server with the same tun_name is refused with one clear line.
-    const second = await lab.exec("srv", [
-      Deno.execPath(),
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "-c",
-      serverConfig,
-    ], { timeoutMs: 20_000 });
+    const second = await lab.exec("srv", tuxburstCommand("serve", "-c", serverConfig), {
+      timeoutMs: 20_000,
+    });
     assert.equal(second.code, 1, second.stderr);
     assert.match(
       second.stderr,
@@ -231,7 +217,7 @@ Deno.test({
     }
     await assert.rejects(Deno.lstat(clientSocket), Deno.errors.NotFound);
     await assert.rejects(Deno.lstat(serverSocket), Deno.errors.NotFound);
-    const gone = await lab.exec("cli", [Deno.execPath(), "run", "-A", MAIN, "status"]);
+    const gone = await lab.exec("cli", tuxburstCommand("status"));
     assert.equal(gone.code, 1);
     assert.match(
       gone.stderr,

@@ -15,11 +15,12 @@ import {
   type NsName,
   type PingResult,
   type TcpReport,
+  TUXBURST_MAIN,
+  tuxburstCommand,
   waitUntil,
 } from "../../lab/lab.ts";
 import { udpDatagrams } from "../../lab/tools/pcap.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const PORT = 40000;
 const SERVER = `${ADDRESSES.srv}:${PORT}`;
 const WEB = ADDRESSES.web;
@@ -30,9 +31,9 @@ function skipReason(): string | undefined {
   const availability = Lab.available(["tcpdump", "setpriv", "ss"]);
   if (!availability.ok) return availability.reason;
   try {
-    Deno.statSync(MAIN);
+    Deno.statSync(TUXBURST_MAIN);
   } catch {
-    return `${MAIN} does not exist yet`;
+    return `${TUXBURST_MAIN} does not exist yet`;
   }
   return undefined;
 }
@@ -136,7 +137,7 @@ class Tunnel {
   }
 
   command(role: "serve" | "connect", config: string): string[] {
-    return [Deno.execPath(), "run", "-A", MAIN, role, "-c", config];
+    return tuxburstCommand(role, "-c", config);
   }
 
   /** Starts `tuxburst serve` and waits (bounded) until its UDP port is bound. */
