@@ -696,6 +696,16 @@ kernelTest(
     assert.ok(ms("alreadyReadable") < 1000);
     assert.deepEqual(r.readyAfterWake, [false, false], "woken: no source is ready");
     assert.equal(r.notWaitedFor, true, "a source the wait did not watch may have input");
+    // 500 ms of waits that return at once: turns for the event loop about every 50 ms.
+    assert.ok(ms("busyWaits") > 100, `busy: ${ms("busyWaits")} waits in 500 ms`);
+    assert.ok(
+      ms("busyTicks") >= 4,
+      `a 10 ms timer ran ${ms("busyTicks")} times in 500 ms of traffic`,
+    );
+    assert.ok(
+      r.signalAfterMs !== null && ms("signalAfterMs") < 200,
+      `signal listener ran after ${r.signalAfterMs} ms of traffic`,
+    );
     assert.ok(ms("closedSourceSkipped") >= 99, "a closed source (fd -1) is not polled");
     assert.ok(ms("closedWhileWaiting") < 1000, "close() ends a running wait");
     assert.ok(ms("afterClose") < 100, "wait() after close() returns at once");
