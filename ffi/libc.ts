@@ -80,7 +80,15 @@ let errnoView: Deno.UnsafePointerView | undefined;
  * ```
  */
 export function libc(): Libc {
-  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  if (!library) {
+    library = Deno.dlopen("libc.so.6", SYMBOLS);
+    // Looked up now, not at the first failure, so reading errno makes no FFI call of its own
+    // between the failing call and the read (a CI run once reported TUNSETIFF's EBUSY as a
+    // missing /dev/net/tun, ENOENT or ENODEV, which only an overwritten errno explains).
+    const location = library.symbols.__errno_location();
+    if (location === null) throw new Error("__errno_location() returned NULL");
+    errnoView = new Deno.UnsafePointerView(location);
+  }
   return library.symbols;
 }
 
@@ -110,15 +118,12 @@ export function openFirst<S extends Deno.ForeignLibraryInterface>(
 /**
  * errno of the main thread, as left by the last synchronous call. Read it
  * right after the failing call: any other call in between may overwrite it.
- * The location is thread-local but fixed per thread, so it is looked up once.
+ * The location is thread-local but fixed per thread, so it is looked up once,
+ * when libc is opened.
  */
 export function errno(): number {
-  if (!errnoView) {
-    const location = libc().__errno_location();
-    if (location === null) throw new Error("__errno_location() returned NULL");
-    errnoView = new Deno.UnsafePointerView(location);
-  }
-  return errnoView.getInt32();
+  if (!errnoView) libc();
+  return errnoView!.getInt32();
 }
 
 /** The errno values tuxburst meets, by number (the kernel's generic numbering). */
