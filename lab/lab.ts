@@ -59,6 +59,7 @@
  */
 import { cleanUpOnInterrupt } from "./interrupt.ts";
 import { V8_FLAGS } from "../lib/v8_flags.ts";
+import type { Report as TcpStreamReport } from "./tools/tcp_stream.ts";
 
 /** The namespaces of every lab, by role. */
 export const NAMESPACES = ["cli", "ispA", "ispB", "inet", "srv", "web"] as const;
@@ -411,17 +412,7 @@ export interface ImpairOptions {
 }
 
 /** The final line of `tools/tcp_stream.ts client`. */
-export interface TcpReport {
-  event: "report";
-  ok: boolean;
-  sent: number;
-  received: number;
-  mismatchAt?: number;
-  longestPauseMs: number;
-  longestPauseEndedAt: number;
-  broke: boolean;
-  error?: string;
-}
+export type TcpReport = TcpStreamReport;
 
 /** Why the lab cannot run, when it cannot. */
 export type Availability = { ok: true } | { ok: false; reason: string };
@@ -930,6 +921,41 @@ export class Lab implements AsyncDisposable {
   }
 
   /**
+   * Sends `count` numbered datagrams (`<prefix>-000001`, …) from `ns` to `to`
+   * with `tools/udp_send.ts unique`, at most `rate` per second, and waits
+   * (bounded) until `sink`, a running `tools/udp_sink.ts`, has each of them.
+   * Returns their payloads, each with how often it arrived once all had.
+   */
+  async sendNumbered(
+    ns: NsName,
+    to: string,
+    sink: LabProcess,
+    { count, prefix, rate }: { count: number; prefix: string; rate: number },
+  ): Promise<Map<string, number>> {
+    const sender = this.tool(ns, "udp_send.ts", [
+      "unique",
+      "--to",
+      to,
+      "--count",
+      String(count),
+      "--prefix",
+      prefix,
+      "--rate",
+      String(rate),
+    ]);
+    const status = await sender.wait(15_000 + count * 1000 / rate);
+    if (status?.code !== 0) throw new Error(`udp_send.ts failed\n${sender.describe()}`);
+    const numbered = () =>
+      new Map([...udpSinkCounts(sink)].filter(([payload]) => payload.startsWith(`${prefix}-`)));
+    await waitUntil(
+      `${count} datagrams "${prefix}-…" at the sink`,
+      10_000,
+      () => numbered().size >= count,
+    );
+    return numbered();
+  }
+
+  /**
    * A TCP echo through the lab with `tools/tcp_stream.ts`: the server in
    * `web`, the client in `cli` streaming to `web` for `seconds` at `rate`
    * bytes/s; `during` runs while the stream flows. Bounded; the server is
@@ -1239,6 +1265,70 @@ export class PacketCapture {
     await this.process.stop("SIGINT", 3000);
     return await Deno.readFile(this.file);
   }
+}
+
+/** What `runInterruptible` saw. */
+export interface InterruptibleResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The program was still running at the time limit and was interrupted. */
+  timedOut: boolean;
+}
+
+/**
+ * Runs a program (in this namespace) to its end, as a user at a terminal
+ * would: after `timeoutMs` it gets SIGINT, as from Ctrl-C, so it can clean
+ * up, and SIGKILL 15 s after that.
+ */
+export async function runInterruptible(
+  command: string[],
+  { cwd, timeoutMs }: { cwd?: string; timeoutMs: number },
+): Promise<InterruptibleResult> {
+  const child = new Deno.Command(command[0], {
+    args: command.slice(1),
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  let timedOut = false;
+  const signal = (name: Deno.Signal) => {
+    try {
+      child.kill(name);
+    } catch {
+      // Ended meanwhile.
+    }
+  };
+  const interrupt = setTimeout(() => {
+    timedOut = true;
+    signal("SIGINT");
+  }, timeoutMs);
+  const kill = setTimeout(() => signal("SIGKILL"), timeoutMs + 15_000);
+  try {
+    const output = await child.output();
+    const decoder = new TextDecoder();
+    return {
+      code: output.code,
+      stdout: decoder.decode(output.stdout),
+      stderr: decoder.decode(output.stderr),
+      timedOut,
+    };
+  } finally {
+    clearTimeout(interrupt);
+    clearTimeout(kill);
+  }
+}
+
+/** The distinct payloads a `tools/udp_sink.ts` has printed so far, with how often each arrived. */
+export function udpSinkCounts(sink: LabProcess): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const line of sink.jsonLines<{ b64?: string }>()) {
+    if (line.b64 === undefined) continue;
+    const text = atob(line.b64);
+    counts.set(text, (counts.get(text) ?? 0) + 1);
+  }
+  return counts;
 }
 
 /** Parses the output of `ping -n -O -D`; see `PingResult`. */

@@ -153,6 +153,24 @@ async function withRig(peers: Peer[], fn: (rig: Rig) => Promise<void>): Promise<
   }
 }
 
+/** Like `withRig`, with the server's config in a file that the test may rewrite and reload. */
+async function withServerFile(
+  peers: Peer[],
+  fn: (rig: Rig, file: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tuxburst-peers-" });
+  const file = `${dir}/server.toml`;
+  const rig = new Rig();
+  try {
+    await Deno.writeTextFile(file, serverToml(peers));
+    await rig.start(await loadConfig(file, "server"));
+    await fn(rig, file);
+  } finally {
+    await rig.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("peers: each client is told apart by its key and gets only its own packets, IPv4 and IPv6", async () => {
   await withRig([LAPTOP, PHONE], async (rig) => {
     const laptop = await rig.connect(LAPTOP);
@@ -326,12 +344,7 @@ async function withLogs(fn: (logs: string[]) => Promise<void>): Promise<void> {
 
 Deno.test("peers: a reload adds and removes peers, and the other peer's session and traffic go on", async () => {
   await withLogs(async (logs) => {
-    const dir = await Deno.makeTempDir({ prefix: "tuxburst-peers-" });
-    const file = `${dir}/server.toml`;
-    const rig = new Rig();
-    try {
-      await Deno.writeTextFile(file, serverToml([LAPTOP]));
-      await rig.start(await loadConfig(file, "server"));
+    await withServerFile([LAPTOP], async (rig, file) => {
       const laptop = await rig.connect(LAPTOP);
       await rig.connected("laptop");
       const session = rig.role.peers[0].session;
@@ -397,20 +410,12 @@ Deno.test("peers: a reload adds and removes peers, and the other peer's session 
         await cross(rig.serverTun, phone.tun, [ipPacket(SERVER_TUN, PHONE.v4, 702)]),
         [702],
       );
-    } finally {
-      await rig.stop();
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   });
 });
 
 Deno.test("peers: a reload with a changed key drops that peer's sessions; a changed address moves its traffic", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "tuxburst-peers-" });
-  const file = `${dir}/server.toml`;
-  const rig = new Rig();
-  try {
-    await Deno.writeTextFile(file, serverToml([LAPTOP, PHONE]));
-    await rig.start(await loadConfig(file, "server"));
+  await withServerFile([LAPTOP, PHONE], async (rig, file) => {
     const laptop = await rig.connect(LAPTOP);
     const phone = await rig.connect(PHONE);
     await rig.connected("laptop");
@@ -437,10 +442,7 @@ Deno.test("peers: a reload with a changed key drops that peer's sessions; a chan
       await cross(laptop.tun, rig.serverTun, [ipPacket(LAPTOP.v4, SERVER_TUN, 3)], 0),
       [],
     );
-  } finally {
-    await rig.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("peers: a flood of unknown-session datagrams gets a bounded number of answers, however many peers", async () => {
@@ -469,12 +471,7 @@ Deno.test("peers: a flood of unknown-session datagrams gets a bounded number of 
 
 Deno.test("peers: a reload that changes more than the peers says which settings need a restart", async () => {
   await withLogs(async (logs) => {
-    const dir = await Deno.makeTempDir({ prefix: "tuxburst-peers-" });
-    const file = `${dir}/server.toml`;
-    const rig = new Rig();
-    try {
-      await Deno.writeTextFile(file, serverToml([LAPTOP]));
-      await rig.start(await loadConfig(file, "server"));
+    await withServerFile([LAPTOP], async (rig, file) => {
       await Deno.writeTextFile(
         file,
         serverToml([LAPTOP, PHONE]).replace("[server]\n", "[server]\npath_timeout = 10\n"),
@@ -484,10 +481,7 @@ Deno.test("peers: a reload that changes more than the peers says which settings 
       assert.equal(warnings.length, 1, logs.join("\n"));
       assert.match(warnings[0], /reload: server\.path_timeout changed; .* only after a restart/);
       assert.deepEqual(rig.role.peers.map((p) => p.name), ["laptop", "phone"], "peers applied");
-    } finally {
-      await rig.stop();
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   });
 });
 

@@ -81,7 +81,8 @@ async function echo(conn: Deno.Conn): Promise<void> {
   }
 }
 
-interface Report {
+/** The client's final line. */
+export interface Report {
   event: "report";
   ok: boolean;
   sent: number;

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { NAMESPACE_PREFIX } from "../../bench/net.ts";
 import { missingNeed } from "../../bench/peers.ts";
+import { runInterruptible } from "../../lab/lab.ts";
 import type { BenchResult, Row } from "../../bench/report.ts";
 import type { Figures } from "../../bench/measure.ts";
 
@@ -41,40 +42,11 @@ const reason = skipReason();
 if (reason) console.warn(`e2e bench test skipped: ${reason}`);
 
 /** Runs `deno task bench ARGS` to its end, interrupted (SIGINT, then SIGKILL) after `timeoutMs`. */
-async function runBench(args: string[], timeoutMs: number) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "--quiet", "bench", ...args],
+function runBench(args: string[], timeoutMs: number) {
+  return runInterruptible([Deno.execPath(), "task", "--quiet", "bench", ...args], {
     cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  let timedOut = false;
-  const signal = (name: Deno.Signal) => {
-    try {
-      child.kill(name);
-    } catch {
-      // Ended meanwhile.
-    }
-  };
-  const interrupt = setTimeout(() => {
-    timedOut = true;
-    signal("SIGINT");
-  }, timeoutMs);
-  const kill = setTimeout(() => signal("SIGKILL"), timeoutMs + 15_000);
-  try {
-    const output = await child.output();
-    const decoder = new TextDecoder();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-      timedOut,
-    };
-  } finally {
-    clearTimeout(interrupt);
-    clearTimeout(kill);
-  }
+    timeoutMs,
+  });
 }
 
 /** Names of the namespaces that look like the benchmark's. */

@@ -16,7 +16,7 @@
  * Root only; the command line checks run anywhere.
  */
 import assert from "node:assert/strict";
-import { Lab } from "../../lab/lab.ts";
+import { Lab, runInterruptible } from "../../lab/lab.ts";
 import type { PathResult } from "../../demo/measure.ts";
 import type { DemoResult } from "../../demo/report.ts";
 
@@ -38,34 +38,8 @@ if (availability.ok && !mptcp.ok) {
 }
 
 /** Runs the demo to its end, at most `timeoutMs` (then it is interrupted, and cleans up). */
-async function runDemo(args: string[], timeoutMs: number) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", DEMO, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGINT");
-    } catch {
-      // Ended meanwhile.
-    }
-  }, timeoutMs);
-  try {
-    const output = await child.output();
-    const decoder = new TextDecoder();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-      timedOut,
-    };
-  } finally {
-    clearTimeout(timer);
-  }
+function runDemo(args: string[], timeoutMs: number) {
+  return runInterruptible([Deno.execPath(), "run", "-A", DEMO, ...args], { timeoutMs });
 }
 
 function path(result: DemoResult, id: PathResult["id"]): PathResult {

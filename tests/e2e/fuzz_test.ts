@@ -24,6 +24,7 @@ import {
   type LabProcess,
   type PingResult,
   tuxburstCommand,
+  udpSinkCounts,
   waitUntil,
 } from "../../lab/lab.ts";
 import type { FuzzReport } from "../../lab/tools/fuzz.ts";
@@ -98,17 +99,6 @@ async function udpCounters(lab: Lab): Promise<{ InErrors: number; RcvbufErrors: 
   return { InErrors: value("InErrors"), RcvbufErrors: value("RcvbufErrors") };
 }
 
-/** How often each payload reached the sink. */
-function sinkCounts(sink: LabProcess): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const line of sink.jsonLines<{ b64?: string }>()) {
-    if (line.b64 === undefined) continue;
-    const text = atob(line.b64);
-    counts.set(text, (counts.get(text) ?? 0) + 1);
-  }
-  return counts;
-}
-
 function pingSummary(result: PingResult): string {
   return `${result.received}/${result.transmitted} answered, lost seqs [${
     result.lost.join(",")
@@ -159,25 +149,13 @@ Deno.test({
     assert.ok(await lab.waitForPing("cli", WEB, 20_000), "the tunnel did not come up");
     const sink = lab.tool("web", "udp_sink.ts", ["--port", "7000", "--max-seconds", "300"]);
     await sink.waitForOutput(/"listening"/);
-    const marked = lab.tool("cli", "udp_send.ts", [
-      "unique",
-      "--to",
-      `${WEB}:7000`,
-      "--count",
-      String(MARKED),
-      "--prefix",
-      "marked",
-      "--rate",
-      "400",
-    ]);
-    assert.equal((await marked.wait(15_000))?.code, 0, marked.describe());
-    await waitUntil(
-      `${MARKED} marked datagrams at web`,
-      10_000,
-      () => sinkCounts(sink).size >= MARKED,
-    );
+    await lab.sendNumbered("cli", `${WEB}:7000`, sink, {
+      count: MARKED,
+      prefix: "marked",
+      rate: 400,
+    });
     await capture.stop();
-    const deliveredBefore = sinkCounts(sink);
+    const deliveredBefore = udpSinkCounts(sink);
 
     // The fuzz, while a ping and a TCP stream run and the server's memory is sampled.
     const rss: number[] = [];
@@ -229,7 +207,7 @@ Deno.test({
     const report = fuzzer!.jsonLines<FuzzReport>().find((line) => line.event === "report");
     assert.ok(report, `the fuzzer printed no report\n${fuzzer!.describe()}`);
     await sleep(1000);
-    const delivered = sinkCounts(sink);
+    const delivered = udpSinkCounts(sink);
     const socketDrops = await receiveBufferErrors(lab) - dropsBefore;
     const udpAfter = await udpCounters(lab);
     // Input errors that are not full buffers: the socket filter's drops (no checksum errors here).

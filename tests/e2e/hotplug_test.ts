@@ -76,6 +76,14 @@ class Hotplug {
   }
 
   /** Waits until pings from cli reach web, which only the tunnel can do. */
+  /** Starts the server, then a client on `interfaces`, and waits until a ping gets through. */
+  async start(interfaces: string[]): Promise<LabProcess> {
+    await this.startServer();
+    const client = this.startClient(interfaces);
+    await this.waitUp();
+    return client;
+  }
+
   async waitUp(): Promise<void> {
     if (!(await this.lab.waitForPing("cli", WEB, 20_000))) {
       throw new Error(`no ping reached web through the tunnel\n${this.describe()}`);
@@ -154,9 +162,7 @@ Deno.test({
   ignore,
 }, async () => {
   await withHotplug(async (h, lab) => {
-    await h.startServer();
-    const client = h.startClient(["upa", "upb"]);
-    await h.waitUp();
+    const client = await h.start(["upa", "upb"]);
     await h.logged(client, /uplink upa is up/);
     await h.logged(client, /uplink upb is up/);
     const upBefore = client.stderr.split("\n").filter((l) => /uplink upa is up/.test(l)).length;
@@ -186,9 +192,7 @@ Deno.test(
   async () => {
     await withHotplug(async (h, lab) => {
       await lab.exec("cli", ["ip", "link", "del", "upb"], { check: true });
-      await h.startServer();
-      const client = h.startClient(["upa", "upb"]);
-      await h.waitUp();
+      const client = await h.start(["upa", "upb"]);
       await h.logged(client, /uplink upb cannot be used.*upb does not exist/);
       await h.logged(h.server!, new RegExp(`client path ${ADDRESSES.ispA}:\\d+ learned`));
       await createLink(lab, "B");
@@ -207,9 +211,7 @@ Deno.test({
   ignore,
 }, async () => {
   await withHotplug(async (h, lab) => {
-    await h.startServer();
-    const client = h.startClient(["upa", "upb"]);
-    await h.waitUp();
+    const client = await h.start(["upa", "upb"]);
     await h.logged(h.server!, new RegExp(`client path ${ADDRESSES.ispA}:\\d+ learned`));
     const learned = () =>
       h.server!.stderr.split("\n").filter((l) => /client path .* learned/.test(l));
@@ -250,9 +252,7 @@ Deno.test({
   ignore,
 }, async () => {
   await withHotplug(async (h, lab) => {
-    await h.startServer();
-    const client = h.startClient(["*"]);
-    await h.waitUp();
+    const client = await h.start(["*"]);
     await h.logged(client, /uplink upa is up/);
     await h.logged(client, /uplink upb is up/);
     assert.doesNotMatch(client.stderr, /uplink (lo|tuxburst0)\b/);
@@ -283,9 +283,7 @@ Deno.test(
   { name: "hotplug: an uplink taken down and up again carries traffic again", ignore },
   async () => {
     await withHotplug(async (h, lab) => {
-      await h.startServer();
-      const client = h.startClient(["upa", "upb"]);
-      await h.waitUp();
+      const client = await h.start(["upa", "upb"]);
       await h.logged(client, /uplink upa is up/);
       // Down takes the default route with it, as on a real machine; up brings back only the address.
       await lab.exec("cli", ["ip", "link", "set", "upa", "down"], { check: true });

@@ -4,7 +4,7 @@
  * real packets, and disposing leaves nothing behind. Root only.
  */
 import assert from "node:assert/strict";
-import { ADDRESSES, Lab, type LabProcess, parsePing, waitUntil } from "../../lab/lab.ts";
+import { ADDRESSES, Lab, parsePing, udpSinkCounts, waitUntil } from "../../lab/lab.ts";
 import { ipv4Packets, udpDatagrams } from "../../lab/tools/pcap.ts";
 
 const availability = Lab.available(["tcpdump"]);
@@ -25,17 +25,6 @@ function processExists(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** The distinct payloads a `udp_sink` printed, with how often each arrived. */
-function sinkCounts(sink: LabProcess): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const line of sink.jsonLines<{ b64?: string }>()) {
-    if (line.b64 === undefined) continue;
-    const text = atob(line.b64);
-    counts.set(text, (counts.get(text) ?? 0) + 1);
-  }
-  return counts;
 }
 
 Deno.test({ name: "topology: routes, NAT, filters and blackholes", ignore }, async (t) => {
@@ -162,7 +151,7 @@ Deno.test({ name: "topology: the tools move and check real traffic", ignore }, a
       "50",
     ]);
     assert.equal((await sender.wait(15_000))?.code, 0, sender.describe());
-    await waitUntil("50 datagrams at the sink", 5000, () => sinkCounts(sink).size === 50);
+    await waitUntil("50 datagrams at the sink", 5000, () => udpSinkCounts(sink).size === 50);
     const pcap = await capture.stop();
 
     const datagrams = udpDatagrams(pcap);
@@ -187,7 +176,7 @@ Deno.test({ name: "topology: the tools move and check real traffic", ignore }, a
     await waitUntil(
       "every payload twice",
       5000,
-      () => [...sinkCounts(sink).values()].every((n) => n === 2),
+      () => [...udpSinkCounts(sink).values()].every((n) => n === 2),
     );
 
     const garbage = lab.tool("ispA", "garbage.ts", [

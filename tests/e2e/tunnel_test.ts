@@ -17,6 +17,7 @@ import {
   type TcpReport,
   TUXBURST_MAIN,
   tuxburstCommand,
+  udpSinkCounts,
   waitUntil,
 } from "../../lab/lab.ts";
 import { udpDatagrams } from "../../lab/tools/pcap.ts";
@@ -89,17 +90,6 @@ metric = 5
 /** Non-empty lines of a process's stderr. */
 function lines(text: string): string[] {
   return text.split("\n").map((line) => line.trimEnd()).filter((line) => line.trim() !== "");
-}
-
-/** Distinct payloads a `udp_sink` printed, with how often each arrived. */
-function sinkCounts(sink: LabProcess): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const line of sink.jsonLines<{ b64?: string }>()) {
-    if (line.b64 === undefined) continue;
-    const text = atob(line.b64);
-    counts.set(text, (counts.get(text) ?? 0) + 1);
-  }
-  return counts;
 }
 
 function pingSummary(result: PingResult): string {
@@ -339,49 +329,31 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "tunnel: a server restart mid-transfer keeps the TCP connection", ignore },
-  async () => {
-    await withTunnel(async (tunnel, lab) => {
-      const { report, client } = await lab.tcpTransfer({
-        drainSeconds: 25,
-        seconds: 7,
-        rate: 1_000_000,
-        during: async () => {
-          await sleep(2500);
-          await tunnel.stop(tunnel.server!);
-          await tunnel.startServer();
-        },
+for (const side of ["server", "client"] as const) {
+  Deno.test(
+    { name: `tunnel: a ${side} restart mid-transfer keeps the TCP connection`, ignore },
+    async () => {
+      await withTunnel(async (tunnel, lab) => {
+        const { report, client } = await lab.tcpTransfer({
+          drainSeconds: 25,
+          seconds: 7,
+          rate: 1_000_000,
+          during: async () => {
+            await sleep(2500);
+            await tunnel.stop(tunnel[side]!);
+            if (side === "server") await tunnel.startServer();
+            else tunnel.startClient();
+          },
+        });
+        console.log(
+          `${side} restart: longest pause ${report.longestPauseMs} ms ` +
+            `(ended at ${report.longestPauseEndedAt} s)`,
+        );
+        assertIntact(report, client);
       });
-      console.log(
-        `server restart: longest pause ${report.longestPauseMs} ms (ended at ${report.longestPauseEndedAt} s)`,
-      );
-      assertIntact(report, client);
-    });
-  },
-);
-
-Deno.test(
-  { name: "tunnel: a client restart mid-transfer keeps the TCP connection", ignore },
-  async () => {
-    await withTunnel(async (tunnel, lab) => {
-      const { report, client } = await lab.tcpTransfer({
-        drainSeconds: 25,
-        seconds: 7,
-        rate: 1_000_000,
-        during: async () => {
-          await sleep(2500);
-          await tunnel.stop(tunnel.client!);
-          tunnel.startClient();
-        },
-      });
-      console.log(
-        `client restart: longest pause ${report.longestPauseMs} ms (ended at ${report.longestPauseEndedAt} s)`,
-      );
-      assertIntact(report, client);
-    });
-  },
-);
+    },
+  );
+}
 
 Deno.test(
   { name: "tunnel: replayed datagrams are delivered once, also after restarts", ignore },
@@ -391,29 +363,13 @@ Deno.test(
       const sink = lab.tool("web", "udp_sink.ts", ["--port", "7000"]);
       await sink.waitForOutput(/"listening"/);
       const capture = await lab.capture("ispA", "wan", ["udp", "and", "dst", "port", String(PORT)]);
-      const sender = lab.tool("cli", "udp_send.ts", [
-        "unique",
-        "--to",
-        `${WEB}:7000`,
-        "--count",
-        String(count),
-        "--prefix",
-        "once",
-        "--rate",
-        "200",
-      ]);
-      assert.equal((await sender.wait(15_000))?.code, 0, sender.describe());
-      await waitUntil(
-        `${count} datagrams at the sink`,
-        10_000,
-        () => sinkCounts(sink).size >= count,
-      );
+      await lab.sendNumbered("cli", `${WEB}:7000`, sink, { count, prefix: "once", rate: 200 });
       await sleep(500);
       const captured = udpDatagrams(await capture.stop());
       const expected = new Map(
         Array.from({ length: count }, (_, i) => [`once-${String(i + 1).padStart(6, "0")}`, 1]),
       );
-      const delivered = () => sinkCounts(sink);
+      const delivered = () => udpSinkCounts(sink);
       assert.deepEqual(
         delivered(),
         expected,
