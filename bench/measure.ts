@@ -371,8 +371,8 @@ async function floodedTcp(
   seconds: number,
   serverPid: number,
 ): Promise<FloodResult> {
-  // Long enough to cover iperf3's connection set-up and its end.
-  const floodSeconds = seconds + 4;
+  // An upper bound: the flood is stopped (SIGTERM, and it reports) as soon as the TCP test ends.
+  const floodSeconds = seconds + 30;
   const flooders = Array.from({ length: senders }, (_, i) =>
     net.spawn("attacker", [
       Deno.execPath(),
@@ -411,7 +411,7 @@ async function floodedTcp(
     const socketDrops = await udpReceiveBufferErrors(net) - dropsBefore;
     let pps = 0;
     for (const flooder of flooders) {
-      if (!(await flooder.wait((floodSeconds + 20) * 1000))) {
+      if (!(await flooder.stop(10_000))) {
         throw new Error(`${flooder.label} did not end: ${flooder.describe()}`);
       }
       const report = flooder.stdout.split("\n").find((line) => line.includes('"report"'));

@@ -2,7 +2,8 @@
  * A fuzzer for a tuxburst server's UDP port: sends hostile datagrams of every
  * kind the server must drop cheaply, for a bounded time and count, from a
  * seeded random generator (the same `--seed` sends the same datagrams), and
- * prints one JSON report of what it sent and what came back.
+ * prints one JSON report of what it sent and what came back. SIGINT or
+ * SIGTERM end it early, with the report.
  *
  *     fuzz.ts --to 172.16.3.2:40000 [--seconds 20] [--count 1000000] [--rate 20000]
  *             [--seed 1] [--mix random,badTag,…] [--pcap capture.pcap --dport 40000]
@@ -288,6 +289,8 @@ export async function fuzz(
     seed: number;
     /** Called once, right before the first datagram goes out. */
     onStart?: () => void;
+    /** Ends the sending early; the report covers what was sent until then. */
+    signal?: AbortSignal;
   },
 ): Promise<FuzzReport> {
   const { host, port } = parseTarget(options.to);
@@ -317,6 +320,8 @@ export async function fuzz(
   options.onStart?.();
   const started = performance.now();
   const ends = started + options.seconds * 1000;
+  const going = () =>
+    attempts < options.count && performance.now() < ends && !options.signal?.aborted;
   const sendOne = () => {
     const { kind, datagram } = pool ? pool[attempts % pool.length] : generator.next();
     const error = socket.send(datagram, target);
@@ -329,15 +334,15 @@ export async function fuzz(
   };
   if (options.rate <= 0) {
     // A flood: no pacing; look at the clock and the replies every few hundred sends.
-    while (attempts < options.count && performance.now() < ends) {
+    while (going()) {
       for (let i = 0; i < 256 && attempts < options.count; i++, attempts++) sendOne();
       drain();
-      // Let the event loop run now and then (signals, timers).
-      if (attempts % 65536 < 256) await new Promise((resolve) => setTimeout(resolve, 0));
+      // Let the event loop run now and then (signals, timers): about every 0.1 s.
+      if (attempts % 16384 < 256) await new Promise((resolve) => setTimeout(resolve, 0));
     }
   } else {
     // Paced in 10 ms ticks: the datagrams owed by now, then sleep to the next tick.
-    while (attempts < options.count && performance.now() < ends) {
+    while (going()) {
       const due = Math.min(
         options.count,
         Math.ceil((performance.now() - started) * options.rate / 1000),
@@ -430,6 +435,9 @@ if (import.meta.main) {
     console.error(`fuzz.ts: none of ${mix.join(", ")} can be made without --pcap or --key`);
     Deno.exit(2);
   }
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  for (const name of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(name, onSignal);
   const report = await fuzz(generator, {
     to: values.to,
     seconds: number("seconds", values.seconds, 3600),
@@ -437,7 +445,9 @@ if (import.meta.main) {
     rate: number("rate", values.rate, 1e7),
     seed,
     onStart: () => console.log(JSON.stringify({ event: "sending", seed, to: values.to })),
+    signal: stop.signal,
   });
+  for (const name of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(name, onSignal);
   report.captured = captured.length;
   report.recordedInits = inits.length;
   console.log(JSON.stringify(report));
