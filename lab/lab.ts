@@ -58,7 +58,7 @@
  * @module
  */
 import { cleanUpOnInterrupt } from "./interrupt.ts";
-import { V8_FLAGS } from "../lib/v8_flags.ts";
+import { V8_FLAGS_ARGUMENT } from "../lib/v8_flags.ts";
 import type { Report as TcpStreamReport } from "./tools/tcp_stream.ts";
 
 /** The namespaces of every lab, by role. */
@@ -199,7 +199,7 @@ const IMPAIR_TUN = "imp0";
 const IMPAIR_TABLE = 100;
 
 /** tuxburst's entry point in this checkout. */
-export const TUXBURST_MAIN = new URL("../main.ts", import.meta.url).pathname;
+const TUXBURST_MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /**
  * The command that runs `tuxburst <args>` from this checkout the way users
@@ -211,7 +211,7 @@ export function tuxburstCommand(...args: string[]): string[] {
     Deno.execPath(),
     "run",
     "--allow-all",
-    `--v8-flags=${V8_FLAGS.join(",")}`,
+    V8_FLAGS_ARGUMENT,
     TUXBURST_MAIN,
     ...args,
   ];
@@ -924,14 +924,13 @@ export class Lab implements AsyncDisposable {
    * Sends `count` numbered datagrams (`<prefix>-000001`, …) from `ns` to `to`
    * with `tools/udp_send.ts unique`, at most `rate` per second, and waits
    * (bounded) until `sink`, a running `tools/udp_sink.ts`, has each of them.
-   * Returns their payloads, each with how often it arrived once all had.
    */
   async sendNumbered(
     ns: NsName,
     to: string,
     sink: LabProcess,
     { count, prefix, rate }: { count: number; prefix: string; rate: number },
-  ): Promise<Map<string, number>> {
+  ): Promise<void> {
     const sender = this.tool(ns, "udp_send.ts", [
       "unique",
       "--to",
@@ -952,7 +951,6 @@ export class Lab implements AsyncDisposable {
       10_000,
       () => numbered().size >= count,
     );
-    return numbered();
   }
 
   /**

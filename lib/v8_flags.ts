@@ -17,7 +17,7 @@
  *
  * @example
  * ```ts
- * const args = ["run", "--allow-all", `--v8-flags=${V8_FLAGS.join(",")}`, "main.ts", "serve"];
+ * const args = ["run", "--allow-all", V8_FLAGS_ARGUMENT, "main.ts", "serve"];
  * ```
  *
  * @module
@@ -27,3 +27,6 @@ export const V8_FLAGS: readonly string[] = [
   "--invocation-count-for-turbofan=40",
   "--minimum-invocations-after-ic-update=10",
 ];
+
+/** `V8_FLAGS` as the one argument `deno run` and `deno compile` take them in. */
+export const V8_FLAGS_ARGUMENT = `--v8-flags=${V8_FLAGS.join(",")}`;

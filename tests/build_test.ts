@@ -4,7 +4,7 @@
  * reached and is not cached, the test is skipped and says why.
  */
 import assert from "node:assert/strict";
-import { V8_FLAGS } from "../lib/v8_flags.ts";
+import { V8_FLAGS_ARGUMENT } from "../lib/v8_flags.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENORT = `denort-${Deno.build.arch}-unknown-linux-gnu.zip`;
@@ -48,7 +48,7 @@ Deno.test(
         args: [
           "compile",
           "--allow-all",
-          `--v8-flags=${V8_FLAGS.join(",")}`,
+          V8_FLAGS_ARGUMENT,
           "--output",
           output,
           `${ROOT}/main.ts`,
