@@ -399,12 +399,18 @@ export function fitsShape(data: Uint8Array, shape: DatagramShape): boolean {
 
 /**
  * Sends tuxburst's log (from `level` up) to the returned array, one message
- * per entry, for tests that check what was logged; `resetSync()` ends it.
+ * per entry (after its level and a space with `withLevel`), for tests that
+ * check what was logged; `resetSync()` ends it.
  */
-export function captureLogs(level: "debug" | "info"): string[] {
+export function captureLogs(level: "debug" | "info", { withLevel = false } = {}): string[] {
   const logs: string[] = [];
   configureSync({
-    sinks: { memory: (record: LogRecord) => logs.push(record.message.map(String).join("")) },
+    sinks: {
+      memory: (record: LogRecord) => {
+        const message = record.message.map(String).join("");
+        logs.push(withLevel ? `${record.level} ${message}` : message);
+      },
+    },
     loggers: [
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
       { category: ["tuxburst"], lowestLevel: level, sinks: ["memory"] },

@@ -4,13 +4,13 @@
  * it, and a reload (SIGHUP) adds and removes peers without disturbing the others.
  */
 import assert from "node:assert/strict";
-import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
+import { resetSync } from "@logtape/logtape";
 import { type Running, startClient, startServer } from "../lib/app.ts";
 import type { ClientRole } from "../lib/client.ts";
 import { loadConfig, parseClientConfig, parseServerConfig } from "../lib/config.ts";
 import { Endpoint, parseIpv4, parseIpv6 } from "../lib/endpoint.ts";
 import type { ServerRole } from "../lib/server.ts";
-import { ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
+import { captureLogs, ChannelTun, FakeNetwork, fakePlatform, type FakeSocket } from "./fakes.ts";
 
 const LAPTOP_KEY = "5543E0FF".repeat(8);
 const PHONE_KEY = "0123ABCD".repeat(8);
@@ -324,17 +324,7 @@ Deno.test("peers: after a server restart every client is asked for a new handsha
 
 /** Collects the text of every log record while `fn` runs. */
 async function withLogs(fn: (logs: string[]) => Promise<void>): Promise<void> {
-  const logs: string[] = [];
-  configureSync({
-    sinks: {
-      memory: (record: LogRecord) =>
-        logs.push(`${record.level} ${record.message.map(String).join("")}`),
-    },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["memory"] },
-      { category: ["tuxburst"], lowestLevel: "info", sinks: ["memory"] },
-    ],
-  });
+  const logs = captureLogs("info", { withLevel: true });
   try {
     await fn(logs);
   } finally {

@@ -43,7 +43,8 @@ Deno.test("server: a flood of bad INITs and unknown sessions costs at most the l
   );
   assert.equal(
     counters.badAuth,
-    counters.handshakeMacs - answers(attacker),
+    // UNKNOWN_SESSION answers each cost the server one MAC.
+    counters.handshakeMacs - received(attacker, MessageType.UnknownSession),
     "every INIT checked failed",
   );
   assert.ok(counters.rateLimited >= seconds * perSecond - limit, "the rest were rate-limited");
@@ -52,12 +53,12 @@ Deno.test("server: a flood of bad INITs and unknown sessions costs at most the l
   assert.equal(role.destination(packet), undefined, "no session came of it");
 });
 
-/** UNKNOWN_SESSION answers the attacker received (each cost the server one MAC). */
-function answers(attacker: ReturnType<FakeNetwork["open"]>): number {
+/** Drains `socket`; how many of the datagrams waiting there were messages of `type`. */
+function received(socket: ReturnType<FakeNetwork["open"]>, type: MessageType): number {
   const buffer = new Uint8Array(2048);
   let count = 0;
-  for (let received = attacker.receive(buffer); received; received = attacker.receive(buffer)) {
-    if (buffer[0] === MessageType.UnknownSession) count++;
+  for (let datagram = socket.receive(buffer); datagram; datagram = socket.receive(buffer)) {
+    if (buffer[0] === type) count++;
   }
   return count;
 }
@@ -88,7 +89,7 @@ Deno.test("server: a flood of INITs from one address does not keep another clien
     await role.control(fuzz.next().datagram, socket, attacker.address, now);
     if (i % 5000 === 2500) {
       await role.control(await validInit(now), socket, client.address, now);
-      answered += responses(client);
+      answered += received(client, MessageType.Response);
     }
   }
   assert.equal(answered, 3, "every one of the client's handshakes was answered");
@@ -104,13 +105,3 @@ Deno.test("KeyedTokenBuckets: each key has its own budget, and the table stays b
   for (let i = 0; i < 1000; i++) buckets.take(`spoofed ${i}`, 2000);
   assert.equal(buckets.size, 100);
 });
-
-/** RESPONSE messages waiting at `socket`. */
-function responses(socket: ReturnType<FakeNetwork["open"]>): number {
-  const buffer = new Uint8Array(2048);
-  let count = 0;
-  for (let received = socket.receive(buffer); received; received = socket.receive(buffer)) {
-    if (buffer[0] === MessageType.Response) count++;
-  }
-  return count;
-}
